@@ -1,0 +1,1 @@
+"""Official checkpoint folder -> converted model folder (numpy only, no torch)."""

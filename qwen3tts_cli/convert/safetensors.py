@@ -1,0 +1,137 @@
+"""Torch-free safetensors: read a header, memory-map tensors with numpy (bf16 widened to f32), write files.
+
+The format is an 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
+then the raw little-endian payload. We map the payload once and hand out views, so converting a
+multi-GB checkpoint never holds more than the tensor being written.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from qwen3tts_cli.errors import Qwen3TTSError
+
+# safetensors dtype name -> numpy dtype of the stored bytes (bf16 is read as uint16 and widened)
+_STORED_DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
+    """Widen bf16 bit patterns (uint16) to float32 exactly: bf16 is the top half of an f32."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def f32_to_bf16(values: np.ndarray) -> np.ndarray:
+    """Round float32 to bf16 bit patterns (round to nearest even), as torch's `.to(torch.bfloat16)` does."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
+    return ((bits + rounding) >> 16).astype(np.uint16)
+
+
+class SafetensorsFile(Mapping[str, np.ndarray]):
+    """Read-only mapping name -> float32 (or integer) array, memory-mapped."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as f:
+                prefix = f.read(8)
+                if len(prefix) != 8:
+                    raise ValueError("file shorter than its 8-byte header length")
+                (header_len,) = struct.unpack("<Q", prefix)
+                if header_len > _MAX_HEADER_BYTES:
+                    raise ValueError(f"header length {header_len} is implausible")
+                header = json.loads(f.read(header_len))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise Qwen3TTSError(
+                f"{self.path} is not a readable safetensors file: {exc}",
+                "re-download the checkpoint (a partial download leaves a truncated file)",
+            ) from exc
+        self.metadata: dict[str, str] = header.pop("__metadata__", {}) or {}
+        self._entries: dict[str, dict] = header
+        self._data_start = 8 + header_len
+        size = self.path.stat().st_size
+        end = max((e["data_offsets"][1] for e in header.values()), default=0)
+        if self._data_start + end > size:
+            raise Qwen3TTSError(
+                f"{self.path} is truncated ({size} bytes, header promises {self._data_start + end})",
+                "re-download the checkpoint",
+            )
+        self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.read(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def dtype(self, name: str) -> str:
+        return self._entries[name]["dtype"]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._entries[name]["shape"])
+
+    def raw(self, name: str) -> np.ndarray:
+        """The stored values without conversion (bf16 as uint16 bit patterns), as a read-only view."""
+        entry = self._entries[name]
+        stored = _STORED_DTYPES.get(entry["dtype"])
+        if stored is None:
+            raise Qwen3TTSError(f"{self.path}: tensor {name} has unsupported dtype {entry['dtype']}")
+        begin, end = entry["data_offsets"]
+        buf = self._map[self._data_start + begin : self._data_start + end]
+        return buf.view(stored).reshape(entry["shape"])
+
+    def read(self, name: str) -> np.ndarray:
+        """Float tensors as float32 (bf16/f16 widened exactly), integer tensors as stored."""
+        if name not in self._entries:
+            raise KeyError(name)
+        arr = self.raw(name)
+        kind = self._entries[name]["dtype"]
+        if kind == "BF16":
+            return bf16_to_f32(arr)
+        if kind in ("F16", "F64"):
+            return arr.astype(np.float32)
+        return arr
+
+
+def write_safetensors(path: str | Path, tensors: Mapping[str, np.ndarray], dtypes: Mapping[str, str]) -> None:
+    """Write tensors; `dtypes[name]` is the safetensors dtype to store (BF16 rounds from float32)."""
+    header: dict[str, dict] = {}
+    payloads: list[bytes] = []
+    offset = 0
+    for name, value in tensors.items():
+        kind = dtypes.get(name, "F32")
+        if kind == "BF16":
+            data = f32_to_bf16(value)
+        else:
+            data = np.ascontiguousarray(value, dtype=_STORED_DTYPES[kind])
+        blob = data.tobytes()
+        header[name] = {"dtype": kind, "shape": list(value.shape), "data_offsets": [offset, offset + len(blob)]}
+        payloads.append(blob)
+        offset += len(blob)
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # keep the payload 8-byte aligned, as the reference writer does
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(encoded)))
+        f.write(encoded)
+        for blob in payloads:
+            f.write(blob)
