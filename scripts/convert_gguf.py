@@ -24,7 +24,9 @@ from qwen3tts_cli.errors import Qwen3TTSError  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="official checkpoint folder (config.json, model.safetensors, ...)")
+    parser.add_argument(
+        "checkpoint", type=Path, help="official checkpoint folder (config.json, model.safetensors, ...)"
+    )
     parser.add_argument("out", type=Path, help="converted model folder to create")
     parser.add_argument("--quant", default=DEFAULT_QUANT, choices=list(QUANT_TYPES), help="LM weight type")
     parser.add_argument("--threads", type=int, default=2, help="threads for quantization")
@@ -62,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if not args.quiet:
-        print(f"converted {args.checkpoint} -> {out} in {time.perf_counter() - started:.1f} s, peak RSS {peak_mib:.0f} MiB")
+        print(
+            f"converted {args.checkpoint} -> {out} in {time.perf_counter() - started:.1f} s,"
+            f" peak RSS {peak_mib:.0f} MiB"
+        )
     return 0
 
 

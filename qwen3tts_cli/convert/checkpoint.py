@@ -28,7 +28,11 @@ REQUIRED_FILES = (
     "speech_tokenizer/config.json",
     "speech_tokenizer/model.safetensors",
 )
-OPTIONAL_FILES = ("generation_config.json", "preprocessor_config.json", "speech_tokenizer/preprocessor_config.json")
+OPTIONAL_FILES = (
+    "generation_config.json",
+    "preprocessor_config.json",
+    "speech_tokenizer/preprocessor_config.json",
+)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ class Checkpoint:
         self.config = _read_json(self.folder / "config.json")
         if self.config.get("model_type") != "qwen3_tts":
             raise Qwen3TTSError(
-                f"{self.folder}/config.json has model_type {self.config.get('model_type')!r}, not 'qwen3_tts'",
+                f"{self.folder}/config.json has model_type {self.config.get('model_type')!r}"
+                ", not 'qwen3_tts'",
                 "point at a Qwen3-TTS 12Hz checkpoint",
             )
         self.codec_config = _read_json(self.folder / "speech_tokenizer" / "config.json")
@@ -101,7 +106,9 @@ class Checkpoint:
     def kind(self) -> str:
         kind = self.config.get("tts_model_type", "")
         if kind not in spec.MODEL_KINDS:
-            raise Qwen3TTSError(f"unknown tts_model_type {kind!r} in config.json", "use an official checkpoint")
+            raise Qwen3TTSError(
+                f"unknown tts_model_type {kind!r} in config.json", "use an official checkpoint"
+            )
         return kind
 
     @property
@@ -149,7 +156,8 @@ class Checkpoint:
             return self.weights.read(name)
         except KeyError:
             raise Qwen3TTSError(
-                f"{self.folder}/model.safetensors has no tensor {name}", "the checkpoint is incomplete or not official"
+                f"{self.folder}/model.safetensors has no tensor {name}",
+                "the checkpoint is incomplete or not official",
             ) from None
 
     def codec_tensor(self, name: str) -> np.ndarray:
@@ -162,7 +170,11 @@ class Checkpoint:
             ) from None
 
     def _validate_tensors(self) -> None:
-        needed = ["talker.codec_head.weight", "talker.model.text_embedding.weight", "talker.model.norm.weight"]
+        needed = [
+            "talker.codec_head.weight",
+            "talker.model.text_embedding.weight",
+            "talker.model.norm.weight",
+        ]
         if self.kind == spec.KIND_BASE:
             needed.append("speaker_encoder.fc.weight")
         absent = [name for name in needed if name not in self.weights]

@@ -47,7 +47,9 @@ def _remove_stale_temp_folders(dst: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _write_lm(writer: Callable[[Checkpoint, Path], None], ckpt: Checkpoint, out: Path, quant: str, threads: int) -> None:
+def _write_lm(
+    writer: Callable[[Checkpoint, Path], None], ckpt: Checkpoint, out: Path, quant: str, threads: int
+) -> None:
     """Write the f32 GGUF, then quantize it in place of itself when a narrower type is asked for."""
     if quant == "f32":
         writer(ckpt, out)
@@ -83,7 +85,9 @@ def convert_checkpoint(
     ckpt = Checkpoint(src)
     dst = Path(dst).absolute()
     if dst.exists() and not overwrite:
-        raise Qwen3TTSError(f"{dst} already exists", "choose another output folder or pass --force to replace it")
+        raise Qwen3TTSError(
+            f"{dst} already exists", "choose another output folder or pass --force to replace it"
+        )
     if not dst.parent.is_dir():
         raise Qwen3TTSError(f"the folder {dst.parent} does not exist", "create it first")
     _remove_stale_temp_folders(dst)

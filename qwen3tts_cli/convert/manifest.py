@@ -56,7 +56,8 @@ class Manifest:
         path = folder / MANIFEST_NAME
         if not path.is_file():
             raise Qwen3TTSError(
-                f"{folder} has no {MANIFEST_NAME}: it is not a converted model (or its conversion never finished)",
+                f"{folder} has no {MANIFEST_NAME}: it is not a converted model"
+                " (or its conversion never finished)",
                 "convert it again with scripts/convert_gguf.py",
             )
         try:
@@ -79,7 +80,11 @@ def verify(folder: Path, *, checksums: bool = True) -> Manifest:
         if not path.is_file():
             raise Qwen3TTSError(f"{folder} is incomplete: {rel} is missing", "convert the model again")
         if path.stat().st_size != info["bytes"]:
-            raise Qwen3TTSError(f"{folder}/{rel} has the wrong size (damaged file)", "convert the model again")
+            raise Qwen3TTSError(
+                f"{folder}/{rel} has the wrong size (damaged file)", "convert the model again"
+            )
         if checksums and sha256_file(path) != info["sha256"]:
-            raise Qwen3TTSError(f"{folder}/{rel} fails its sha256 check (damaged file)", "convert the model again")
+            raise Qwen3TTSError(
+                f"{folder}/{rel} fails its sha256 check (damaged file)", "convert the model again"
+            )
     return manifest

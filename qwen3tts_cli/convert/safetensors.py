@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,9 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, name: object) -> bool:  # Mapping's default would read (and widen) the tensor
+        return name in self._entries
+
     def dtype(self, name: str) -> str:
         return self._entries[name]["dtype"]
 
@@ -113,25 +116,66 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
         return arr
 
 
-def write_safetensors(path: str | Path, tensors: Mapping[str, np.ndarray], dtypes: Mapping[str, str]) -> None:
-    """Write tensors; `dtypes[name]` is the safetensors dtype to store (BF16 rounds from float32)."""
-    header: dict[str, dict] = {}
-    payloads: list[bytes] = []
-    offset = 0
-    for name, value in tensors.items():
-        kind = dtypes.get(name, "F32")
+_ROWS_PER_CHUNK_BYTES = 1 << 24
+
+
+def _array_chunks(value: np.ndarray, kind: str) -> Iterator[bytes]:
+    """Encode one tensor in row blocks, so a memory-mapped source is never materialised whole.
+
+    BF16 targets accept float32 values (rounded) or uint16 arrays, taken as bf16 bits and copied unchanged.
+    """
+    flat = value.reshape(-1) if value.ndim == 0 else value.reshape(value.shape[0], -1)
+    row_bytes = max(1, flat[0:1].nbytes)
+    step = max(1, _ROWS_PER_CHUNK_BYTES // row_bytes)
+    for begin in range(0, flat.shape[0], step):
+        block = np.asarray(flat[begin : begin + step])
         if kind == "BF16":
-            data = f32_to_bf16(value)
+            yield (
+                (block if block.dtype == np.uint16 else f32_to_bf16(block))
+                .astype("<u2", copy=False)
+                .tobytes()
+            )
         else:
-            data = np.ascontiguousarray(value, dtype=_STORED_DTYPES[kind])
-        blob = data.tobytes()
-        header[name] = {"dtype": kind, "shape": list(value.shape), "data_offsets": [offset, offset + len(blob)]}
-        payloads.append(blob)
-        offset += len(blob)
+            yield np.ascontiguousarray(block, dtype=_STORED_DTYPES[kind]).tobytes()
+
+
+def write_safetensors_chunks(
+    path: str | Path,
+    entries: list[tuple[str, str, tuple[int, ...]]],
+    payload: Iterable[bytes],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write a safetensors file from (name, dtype, shape) entries and their payload bytes, in order.
+
+    The payload may be any stream of byte blocks (peak memory is one block); its total length must equal the
+    sum of the tensor sizes, which is checked.
+    """
+    header: dict[str, dict] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name, kind, shape in entries:
+        size = int(np.prod(shape, dtype=np.int64)) * _STORED_DTYPES[kind].itemsize
+        header[name] = {"dtype": kind, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # keep the payload 8-byte aligned, as the reference writer does
+    written = 0
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(encoded)))
         f.write(encoded)
-        for blob in payloads:
-            f.write(blob)
+        for block in payload:
+            f.write(block)
+            written += len(block)
+    if written != offset:
+        raise ValueError(f"{path}: payload has {written} bytes, the header promises {offset}")
+
+
+def write_safetensors(
+    path: str | Path,
+    tensors: Mapping[str, np.ndarray],
+    dtypes: Mapping[str, str],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write tensors; `dtypes[name]` is the safetensors dtype to store (default F32)."""
+    entries = [(name, dtypes.get(name, "F32"), tuple(value.shape)) for name, value in tensors.items()]
+    payload = (block for name, kind, _ in entries for block in _array_chunks(tensors[name], kind))
+    write_safetensors_chunks(path, entries, payload, metadata)
