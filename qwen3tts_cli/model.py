@@ -1,0 +1,141 @@
+"""A converted model folder, opened: configs, tokenizer, tables, both language models and the codec.
+
+One object per loaded model; `TTS` (tts.py) turns requests into audio with it. The encoders (voice
+cloning only) are opened on first use.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from qwen3tts_cli import spec
+from qwen3tts_cli.catalog import Capabilities
+from qwen3tts_cli.convert.manifest import Manifest, verify
+from qwen3tts_cli.engine.decoder import StreamingDecoder
+from qwen3tts_cli.engine.encoder import CodecEncoder, SpeakerEncoder
+from qwen3tts_cli.engine.generate import FrameGenerator
+from qwen3tts_cli.engine.llama import LlamaModel, LlamaOptions, free_cores
+from qwen3tts_cli.engine.prompt import PromptConfig
+from qwen3tts_cli.engine.sampling import TalkerRules
+from qwen3tts_cli.engine.tables import Tables
+from qwen3tts_cli.engine.text_tokenizer import TextTokenizer
+from qwen3tts_cli.errors import Qwen3TTSError
+
+# Talker context: the longest prompt plus the most frames one text piece may take. Pieces are split at
+# ~20 s of speech (250 frames), so 2048 leaves room for long instructions and reference prompts while the
+# KV cache stays small (~230 MB at 0.6B with an f16 cache, paged in only as used).
+DEFAULT_TALKER_CONTEXT = 2048
+PREDICTOR_CONTEXT = 32  # 16 positions per frame, fresh every frame
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Qwen3TTSError(f"cannot read {path}: {exc}", "convert the model again") from exc
+
+
+class LoadedModel:
+    """Everything of one converted model that generation needs, loaded once."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        threads: int | None = None,
+        exact: bool = False,
+        talker_context: int = DEFAULT_TALKER_CONTEXT,
+        check_files: bool = True,
+    ) -> None:
+        self.folder = Path(folder)
+        self.manifest: Manifest = (
+            verify(self.folder, checksums=False) if check_files else Manifest.read(self.folder)
+        )
+        self.threads = threads or free_cores()
+        self.exact = exact
+        self.config = _read_json(self.folder / "config.json")
+        generation = self.folder / "generation_config.json"
+        self.generation_config = (
+            _read_json(generation) if generation.is_file() else dict(spec.GENERATION_DEFAULTS)
+        )
+        self.prompt_config = PromptConfig.from_config(self.config)
+        self.tokenizer = TextTokenizer(self.folder / "tokenizer.json")
+        self.tables = Tables(self.folder / "tables.safetensors")
+        self.talker = LlamaModel(
+            self.folder / "talker.gguf",
+            LlamaOptions(n_ctx=talker_context, n_threads=self.threads, exact=exact, want_logits=True),
+        )
+        try:
+            self.predictor = LlamaModel(
+                self.folder / "predictor.gguf",
+                LlamaOptions(
+                    n_ctx=PREDICTOR_CONTEXT,
+                    n_batch=16,
+                    n_threads=self.threads,
+                    exact=exact,
+                    want_logits=False,
+                ),
+            )
+        except BaseException:
+            self.talker.close()
+            raise
+        self.decoder = StreamingDecoder(self.folder / "codec_decoder.onnx", threads=self.threads)
+
+    # ---- facts ------------------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @property
+    def size_tag(self) -> str:
+        return self.manifest.size_tag
+
+    @property
+    def talker_hidden(self) -> int:
+        return self.manifest.talker_hidden
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities.of(self.kind, self.size_tag)
+
+    @property
+    def speakers(self) -> list[str]:
+        return list(self.prompt_config.speaker_ids)
+
+    @property
+    def languages(self) -> list[str]:
+        return self.prompt_config.supported_languages
+
+    def frame_generator(self, repetition_penalty: float) -> FrameGenerator:
+        rules = TalkerRules.from_talker_config(self.config.get("talker_config", {}), repetition_penalty)
+        return FrameGenerator(
+            self.talker, self.predictor, self.tables, rules, self.prompt_config.num_code_groups
+        )
+
+    # ---- cloning (Base models only) ----------------------------------------------------------------------
+    @cached_property
+    def codec_encoder(self) -> CodecEncoder:
+        return CodecEncoder(self.folder / "codec_encoder.onnx", threads=self.threads)
+
+    @cached_property
+    def speaker_encoder(self) -> SpeakerEncoder:
+        path = self.folder / "speaker_encoder.onnx"
+        if not path.is_file():
+            raise Qwen3TTSError(
+                f"the {self.kind} model in {self.folder} has no speaker encoder, so it cannot clone voices",
+                "use a Base model (e.g. --model 0.6b-base)",
+            )
+        return SpeakerEncoder(path, threads=self.threads)
+
+    def close(self) -> None:
+        self.talker.close()
+        self.predictor.close()
+
+    def __enter__(self) -> LoadedModel:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -1,0 +1,421 @@
+"""The library API: load a model once, then synthesize, stream and clone.
+
+    tts = TTS.load("0.6b-custom")                      # downloads + converts on first use
+    audio = tts.synthesize("Hello!", speaker="ryan")   # whole utterance
+    for chunk in tts.stream(long_text, speaker="ryan"): ...   # audio as it is decoded
+    voice = TTS.load("0.6b-base").clone("me.wav", "what I said")
+
+A request's text is split at sentence ends into pieces; each piece is generated with the same voice
+(its own talker sequence and decoder stream), and the pieces are joined with short fades. Frames go to the
+streaming decoder every few frames, so the first audio arrives after a handful of frames.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qwen3tts_cli import audio as audio_io
+from qwen3tts_cli import catalog, hub, spec
+from qwen3tts_cli.engine.prompt import (
+    Prompt,
+    VoiceClone,
+    custom_voice_prompt,
+    voice_clone_prompt,
+    voice_design_prompt,
+)
+from qwen3tts_cli.engine.sampling import GenerationSettings
+from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.model import DEFAULT_TALKER_CONTEXT, LoadedModel
+from qwen3tts_cli.text import parse_control, split_text
+from qwen3tts_cli.voices import MODE_ICL, MODE_XVECTOR, VoiceLibrary, VoicePack
+
+DEFAULT_SPEAKER = "ryan"
+FIRST_CHUNK_FRAMES = 3  # the first audio after 3 frames (240 ms of speech): early start, few small calls
+CHUNK_FRAMES = 12  # later chunks: fewer decoder calls, each still under a second of audio
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Overrides of generation_config.json; None keeps the model's value. `greedy` turns sampling off."""
+
+    greedy: bool = False
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    subtalker_temperature: float | None = None
+    subtalker_top_k: int | None = None
+    subtalker_top_p: float | None = None
+
+    def overrides(self) -> dict[str, float | int | bool | None]:
+        values: dict[str, float | int | bool | None] = {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+            "subtalker_temperature": self.subtalker_temperature,
+            "subtalker_top_k": self.subtalker_top_k,
+            "subtalker_top_p": self.subtalker_top_p,
+        }
+        if self.greedy:
+            values.update(do_sample=False, subtalker_dosample=False)
+        return values
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to say and how. Only the fields that fit the model's kind may be set (checked in `plan`)."""
+
+    text: str
+    speaker: str | None = None  # CustomVoice preset
+    language: str = "auto"
+    instruct: str | None = None  # style (CustomVoice 1.7B) or the voice description (VoiceDesign)
+    attributes: Mapping[str, str | None] | None = None  # gender/age/emotion/pace/pitch -> an instruct
+    voice: VoicePack | None = None  # Base clone
+    non_streaming_text: bool | None = None  # None: the official default of the mode
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    seed: int | None = None
+    max_frames: int | None = None  # per piece; None: the model's max_new_tokens, bounded by the context
+    split: bool = True  # split long text at sentence ends
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Decoded audio, as it becomes available."""
+
+    samples: np.ndarray  # float32 mono in [-1, 1]
+    sample_rate: int
+    piece: int  # index of the text piece being spoken
+
+
+CodesCallback = Callable[[int, np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """A whole utterance: the joined audio and, per text piece, its codes."""
+
+    samples: np.ndarray
+    sample_rate: int
+    codes: list[np.ndarray]
+    pieces: list[str]
+    instruct: str | None
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A request resolved against the model: pieces of text and one prompt recipe for all of them."""
+
+    pieces: list[str]
+    instruct: str | None
+    request: Request
+
+
+class TTS:
+    """A loaded Qwen3-TTS model. Not thread-safe: one request at a time (llama.cpp contexts are stateful)."""
+
+    def __init__(self, model: LoadedModel, voices: VoiceLibrary | None = None) -> None:
+        self.model = model
+        self.voices = voices or VoiceLibrary()
+
+    # ---- loading ------------------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        model: str | Path | None = None,
+        *,
+        mode: str = catalog.MODE_PRESETS,
+        quant: str | None = None,
+        threads: int | None = None,
+        exact: bool = False,
+        cache: str | Path | None = None,
+        voices_dir: str | Path | None = None,
+        talker_context: int = DEFAULT_TALKER_CONTEXT,
+        progress: hub.Progress | None = None,
+    ) -> TTS:
+        """Open a model by catalog name, official checkpoint folder or converted folder.
+
+        Without a name, the default model of `mode` ("presets", "design" or "clone"). A catalog model is
+        downloaded and converted on first use, then loaded from the cache.
+        """
+        name = model if model is not None else catalog.default_model(mode).name
+        resolved = hub.resolve_model(name, quant, cache=cache, progress=progress)
+        loaded = LoadedModel(resolved.path, threads=threads, exact=exact, talker_context=talker_context)
+        return cls(loaded, VoiceLibrary(voices_dir) if voices_dir else None)
+
+    def close(self) -> None:
+        self.model.close()
+
+    def __enter__(self) -> TTS:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ---- facts --------------------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.model.kind
+
+    @property
+    def speakers(self) -> list[str]:
+        return self.model.speakers
+
+    @property
+    def languages(self) -> list[str]:
+        return self.model.languages
+
+    @property
+    def sample_rate(self) -> int:
+        return spec.SAMPLE_RATE
+
+    # ---- synthesis ----------------------------------------------------------------------------------------
+    def synthesize(self, text: str, **options: object) -> Synthesis:
+        """Speak `text` and return the whole utterance; options are the fields of `Request`.
+
+        The same code path as `stream` (collected), so both give the same samples.
+        """
+        codes: dict[int, list[np.ndarray]] = {}
+        plan = self.plan(self._request(text, options))
+        chunks = [c.samples for c in self._stream_plan(plan, lambda i, c: codes.setdefault(i, []).append(c))]
+        samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        per_piece = [
+            np.concatenate(codes[i]) if i in codes else np.zeros((0, spec.NUM_CODE_GROUPS), np.int64)
+            for i in range(len(plan.pieces))
+        ]
+        return Synthesis(samples, self.sample_rate, per_piece, plan.pieces, plan.instruct)
+
+    def stream(
+        self, text: str, on_codes: CodesCallback | None = None, **options: object
+    ) -> Iterator[AudioChunk]:
+        """Yield audio as it is decoded; pieces are joined with short fades, in bounded memory.
+
+        `on_codes(piece_index, codes[frames, 16])` receives the generated frames as they are decoded.
+        """
+        plan = self.plan(self._request(text, options))
+        yield from self._stream_plan(plan, on_codes)
+
+    def _stream_plan(self, plan: _Plan, on_codes: CodesCallback | None) -> Iterator[AudioChunk]:
+        current = [0]
+
+        def piece_samples(index: int, piece: str) -> Iterator[np.ndarray]:
+            current[0] = index
+            for codes, samples in self._piece_chunks(plan, index, piece):
+                if on_codes is not None:
+                    on_codes(index, codes)
+                yield samples
+
+        pieces = (piece_samples(i, p) for i, p in enumerate(plan.pieces))
+        for samples in audio_io.join_pieces(pieces):
+            yield AudioChunk(samples, self.sample_rate, current[0])
+
+    # ---- requests -----------------------------------------------------------------------------------------
+    def _request(self, text: str, options: Mapping[str, object]) -> Request:
+        fields = dict(options)
+        voice = fields.get("voice")
+        if voice is not None and not isinstance(voice, VoicePack):
+            fields["voice"] = self.voices.resolve(str(voice), talker_hidden_size=self.model.talker_hidden)
+        sampling = fields.get("sampling")
+        if sampling is not None and not isinstance(sampling, SamplingOptions):
+            raise TypeError("sampling must be a SamplingOptions")
+        try:
+            return Request(text=text, **fields)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise TypeError(f"unknown synthesis option: {exc}") from None
+
+    def plan(self, request: Request) -> _Plan:
+        """Check the request against the model and split the text. Raises Qwen3TTSError on misuse."""
+        kind = self.kind
+        caps = self.model.capabilities
+        if request.speaker is not None and kind != spec.KIND_CUSTOM_VOICE:
+            raise Qwen3TTSError(
+                f"this {kind} model has no preset speakers (asked for {request.speaker!r})",
+                "use a CustomVoice model (e.g. --model 0.6b-custom) or drop --speaker",
+            )
+        if request.voice is not None and kind != spec.KIND_BASE:
+            raise Qwen3TTSError(
+                f"this {kind} model cannot use a cloned voice", "use a Base model (e.g. --model 0.6b-base)"
+            )
+        if kind == spec.KIND_BASE and request.voice is None:
+            raise Qwen3TTSError(
+                "a Base model speaks only with a cloned voice", "pass --voice NAME (see `qwen3tts clone`)"
+            )
+        if request.voice is not None:
+            request.voice.check_compatible(self.model.talker_hidden)
+        self._check_language(request.language)
+        if request.speaker is not None:
+            self._check_speaker(request.speaker)
+        controlled = parse_control(
+            request.text, request.instruct, request.attributes, accepts_instruct=caps.instruct
+        )
+        if kind == spec.KIND_VOICE_DESIGN and not controlled.instruct:
+            raise Qwen3TTSError(
+                "VoiceDesign needs a description of the voice",
+                'pass --instruct "A warm, low female voice" (or a leading [tag] / --gender/--age/--emotion)',
+            )
+        pieces = list(split_text(controlled.text)) if request.split else [controlled.text.strip()]
+        return _Plan(pieces, controlled.instruct, request)
+
+    def _check_language(self, language: str) -> None:
+        if language.lower() not in self.languages:
+            raise Qwen3TTSError(f"unknown language {language!r}", f"use one of: {', '.join(self.languages)}")
+
+    def _check_speaker(self, speaker: str) -> None:
+        if speaker.lower() not in self.speakers:
+            raise Qwen3TTSError(f"unknown speaker {speaker!r}", f"use one of: {', '.join(self.speakers)}")
+
+    # ---- one piece ----------------------------------------------------------------------------------------
+    def _prompt(self, plan: _Plan, piece: str) -> Prompt:
+        request, model = plan.request, self.model
+        ids = model.tokenizer.assistant_ids(piece)
+        instruct_ids = model.tokenizer.instruct_ids(plan.instruct) if plan.instruct else None
+        config, tables = model.prompt_config, model.tables
+        if self.kind == spec.KIND_CUSTOM_VOICE:
+            return custom_voice_prompt(
+                config,
+                tables,
+                ids,
+                request.speaker or DEFAULT_SPEAKER,
+                request.language,
+                instruct_ids,
+                non_streaming_mode=_default(request.non_streaming_text, True),
+            )
+        if self.kind == spec.KIND_VOICE_DESIGN:
+            return voice_design_prompt(
+                config,
+                tables,
+                ids,
+                instruct_ids,
+                request.language,
+                non_streaming_mode=_default(request.non_streaming_text, True),
+            )
+        voice = request.voice
+        assert voice is not None  # checked in plan()
+        clone = VoiceClone(
+            voice.speaker_embedding,
+            voice.reference_codes if voice.mode == MODE_ICL else None,
+            model.tokenizer.ref_ids(voice.reference_text or "") if voice.mode == MODE_ICL else None,
+        )
+        return voice_clone_prompt(
+            config,
+            tables,
+            ids,
+            clone,
+            request.language,
+            non_streaming_mode=_default(request.non_streaming_text, False),
+        )
+
+    def _settings(self, request: Request, prompt: Prompt, index: int) -> GenerationSettings:
+        room = self.model.talker.n_ctx - len(prompt.prefill)
+        if room < 2:
+            raise Qwen3TTSError(
+                f"the prompt ({len(prompt.prefill)} positions) fills the talker context"
+                f" ({self.model.talker.n_ctx})",
+                "shorten the instruction or the reference transcript, or load with a larger talker_context",
+            )
+        limit = int(
+            self.model.generation_config.get("max_new_tokens", spec.GENERATION_DEFAULTS["max_new_tokens"])
+        )
+        if request.max_frames is not None:
+            if request.max_frames < 1:
+                raise Qwen3TTSError(
+                    f"max frames must be >= 1 (got {request.max_frames})", "pass a positive number"
+                )
+            limit = request.max_frames + 1  # the token after the last frame never becomes a frame
+        seed = None if request.seed is None else request.seed + index
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "little")
+        return GenerationSettings.from_generation_config(
+            self.model.generation_config,
+            seed=seed,
+            max_new_tokens=min(limit, room),
+            **request.sampling.overrides(),
+        )
+
+    def _piece_chunks(self, plan: _Plan, index: int, piece: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Generate one piece and decode it incrementally: a few frames first, then larger chunks."""
+        request = plan.request
+        prompt = self._prompt(plan, piece)
+        settings = self._settings(request, prompt, index)
+        decoder = self.model.decoder
+        decoder.reset()
+        voice = request.voice
+        if voice is not None and voice.mode == MODE_ICL and voice.reference_codes is not None:
+            # the official decode runs reference codes + generated codes and cuts the reference part: prime
+            # the causal decoder with the reference frames and drop their audio
+            decoder.push(voice.reference_codes)
+        generator = self.model.frame_generator(settings.repetition_penalty)
+        buffer: list[np.ndarray] = []
+        target = FIRST_CHUNK_FRAMES
+        for frame in generator.frames(prompt, settings):
+            buffer.append(frame)
+            if len(buffer) >= target:
+                yield self._decode(buffer)
+                buffer, target = [], CHUNK_FRAMES
+        if buffer:
+            yield self._decode(buffer)
+
+    def _decode(self, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(codes [n, 16], their audio)."""
+        codes = np.stack(frames).astype(np.int64)
+        return codes, self.model.decoder.push(codes)
+
+    # ---- cloning ------------------------------------------------------------------------------------------
+    def clone(
+        self,
+        reference: str | Path | audio_io.ReferenceAudio,
+        transcript: str | None = None,
+        *,
+        name: str = "voice",
+        language: str = "auto",
+        x_vector_only: bool = False,
+        description: str = "",
+    ) -> VoicePack:
+        """A voice pack from reference audio: speaker embedding, plus reference codes + transcript (ICL).
+
+        Without a transcript the pack is x-vector only (speaker embedding alone), as the official
+        `x_vector_only_mode`; a warning says so because ICL clones are closer to the reference.
+        """
+        if self.kind != spec.KIND_BASE:
+            raise Qwen3TTSError(
+                f"this {self.kind} model cannot clone voices", "use a Base model (e.g. --model 0.6b-base)"
+            )
+        self._check_language(language)
+        ref = (
+            reference
+            if isinstance(reference, audio_io.ReferenceAudio)
+            else audio_io.load_reference_audio(reference)
+        )
+        transcript = (transcript or "").strip() or None
+        if transcript is None and not x_vector_only:
+            audio_io.warn("no transcript given: cloning from the speaker embedding only (x-vector mode)")
+            x_vector_only = True
+        embedding = self.model.speaker_encoder.embed(ref.samples)
+        codes = None if x_vector_only else self.model.codec_encoder.encode(ref.samples)
+        return VoicePack(
+            name=name,
+            mode=MODE_XVECTOR if x_vector_only else MODE_ICL,
+            talker_hidden_size=self.model.talker_hidden,
+            speaker_embedding=embedding,
+            reference_codes=codes,
+            reference_text=None if x_vector_only else transcript,
+            reference_language=language.lower(),
+            audio_sha256=ref.sha256,
+            description=description,
+        )
+
+
+def _default(value: bool | None, official: bool) -> bool:
+    return official if value is None else value
+
+
+__all__ = ["TTS", "AudioChunk", "Request", "SamplingOptions", "Synthesis"]
