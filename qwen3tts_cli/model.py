@@ -6,13 +6,12 @@ cloning only) are opened on first use.
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from qwen3tts_cli import spec
 from qwen3tts_cli.catalog import Capabilities
+from qwen3tts_cli.convert.checkpoint import read_json
 from qwen3tts_cli.convert.manifest import Manifest, verify
 from qwen3tts_cli.engine.decoder import StreamingDecoder
 from qwen3tts_cli.engine.encoder import CodecEncoder, SpeakerEncoder
@@ -29,13 +28,6 @@ from qwen3tts_cli.errors import Qwen3TTSError
 # KV cache stays small (~230 MB at 0.6B with an f16 cache, paged in only as used).
 DEFAULT_TALKER_CONTEXT = 2048
 PREDICTOR_CONTEXT = 32  # 16 positions per frame, fresh every frame
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise Qwen3TTSError(f"cannot read {path}: {exc}", "convert the model again") from exc
 
 
 class LoadedModel:
@@ -56,10 +48,10 @@ class LoadedModel:
         )
         self.threads = threads or free_cores()
         self.exact = exact
-        self.config = _read_json(self.folder / "config.json")
+        self.config = read_json(self.folder / "config.json")
         generation = self.folder / "generation_config.json"
         self.generation_config = (
-            _read_json(generation) if generation.is_file() else dict(spec.GENERATION_DEFAULTS)
+            read_json(generation) if generation.is_file() else dict(spec.GENERATION_DEFAULTS)
         )
         self.prompt_config = PromptConfig.from_config(self.config)
         self.tokenizer = TextTokenizer(self.folder / "tokenizer.json")

@@ -64,11 +64,12 @@ class LMShape:
         )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file of a model folder, or a clear error naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise Qwen3TTSError(f"cannot read {path}: {exc}", "re-download the checkpoint") from exc
+        raise Qwen3TTSError(f"cannot read {path}: {exc}", "the file is damaged: download or convert the model again") from exc
 
 
 class Checkpoint:
@@ -87,18 +88,18 @@ class Checkpoint:
                 f"{self.folder} is not a Qwen3-TTS checkpoint: missing {', '.join(missing)}",
                 "download the complete official repo (e.g. Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice)",
             )
-        self.config = _read_json(self.folder / "config.json")
+        self.config = read_json(self.folder / "config.json")
         if self.config.get("model_type") != "qwen3_tts":
             raise Qwen3TTSError(
                 f"{self.folder}/config.json has model_type {self.config.get('model_type')!r}"
                 ", not 'qwen3_tts'",
                 "point at a Qwen3-TTS 12Hz checkpoint",
             )
-        self.codec_config = _read_json(self.folder / "speech_tokenizer" / "config.json")
+        self.codec_config = read_json(self.folder / "speech_tokenizer" / "config.json")
         gen_path = self.folder / "generation_config.json"
         self.generation_config = dict(spec.GENERATION_DEFAULTS)
         if gen_path.is_file():
-            self.generation_config.update(_read_json(gen_path))
+            self.generation_config.update(read_json(gen_path))
         self._validate_tensors()
 
     # ---- configs --------------------------------------------------------------------------------------

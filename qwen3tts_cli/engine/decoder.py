@@ -10,30 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from qwen3tts_cli import spec
 from qwen3tts_cli.convert.codec_decoder import AUDIO_OUTPUT, CODES_INPUT, PAST_PREFIX, PRESENT_PREFIX
+from qwen3tts_cli.engine.onnx_session import cpu_session
 from qwen3tts_cli.errors import Qwen3TTSError
 
 DEFAULT_CHUNK_FRAMES = 25  # 2 s of audio per call: few calls, little waiting for the first sound
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
-
-
-def make_session(model_path: str | Path, threads: int) -> ort.InferenceSession:
-    """A CPU session that does not spin idle threads (the LM runs beside it on the same cores)."""
-    path = Path(model_path)
-    if not path.is_file():
-        raise Qwen3TTSError(f"codec decoder model {path} does not exist", "convert the model again")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, int(threads))
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises several unrelated exception types for a bad file
-        raise Qwen3TTSError(f"cannot load codec decoder {path}: {exc}", "convert the model again") from exc
 
 
 class StreamingDecoder:
@@ -42,7 +26,7 @@ class StreamingDecoder:
     def __init__(
         self, model_path: str | Path, threads: int = 1, chunk_frames: int = DEFAULT_CHUNK_FRAMES
     ) -> None:
-        self.session = make_session(model_path, threads)
+        self.session = cpu_session(model_path, threads, "codec decoder")
         self.chunk_frames = int(chunk_frames)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.num_quantizers = int(meta.get("qwen3tts.num_quantizers", spec.NUM_CODE_GROUPS))

@@ -14,25 +14,10 @@ import onnxruntime as ort
 
 from qwen3tts_cli import spec
 from qwen3tts_cli.engine.mel import log_mel, min_samples_for_frames
+from qwen3tts_cli.engine.onnx_session import cpu_session
 from qwen3tts_cli.errors import Qwen3TTSError
 
 _META = "qwen3tts."
-
-
-def _make_session(model_path: str | Path, threads: int, what: str) -> ort.InferenceSession:
-    """A CPU session whose idle threads sleep instead of spinning (other work shares the cores)."""
-    path = Path(model_path)
-    if not path.is_file():
-        raise Qwen3TTSError(f"{what} model {path} does not exist", "convert the model again")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, int(threads))
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises several unrelated exception types for a bad file
-        raise Qwen3TTSError(f"cannot load {what} {path}: {exc}", "convert the model again") from exc
 
 
 def _metadata(session: ort.InferenceSession, key: str, default: int) -> int:
@@ -64,7 +49,7 @@ class CodecEncoder:
     """Waveform -> codec codes, as the official `Qwen3TTSTokenizer.encode` (first 16 code groups)."""
 
     def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        self.session = _make_session(model_path, threads, "codec encoder")
+        self.session = cpu_session(model_path, threads, "codec encoder")
         self.sample_rate = _metadata(self.session, "sample_rate", spec.SAMPLE_RATE)
         self.samples_per_frame = _metadata(self.session, "samples_per_frame", spec.SAMPLES_PER_FRAME)
         self.num_quantizers = _metadata(self.session, "num_quantizers", spec.NUM_CODE_GROUPS)
@@ -84,7 +69,7 @@ class SpeakerEncoder:
     """Waveform -> speaker embedding (x-vector) placed in the talker's speaker slot when cloning."""
 
     def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        self.session = _make_session(model_path, threads, "speaker encoder")
+        self.session = cpu_session(model_path, threads, "speaker encoder")
         self.min_frames = _metadata(self.session, "min_frames", 5)
         self.embedding_dim = _metadata(self.session, "embedding_dim", 0)
         self.min_samples = min_samples_for_frames(self.min_frames)

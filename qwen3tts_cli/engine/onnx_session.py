@@ -1,0 +1,25 @@
+"""One way to open an ONNX Runtime session for the codec graphs: CPU, no idle spinning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+from qwen3tts_cli.errors import Qwen3TTSError
+
+
+def cpu_session(model_path: str | Path, threads: int, what: str) -> ort.InferenceSession:
+    """A CPU session whose idle threads sleep instead of spinning: llama.cpp shares the same cores."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise Qwen3TTSError(f"{what} model {path} does not exist", "convert the model again")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several unrelated exception types for a bad file
+        raise Qwen3TTSError(f"cannot load {what} {path}: {exc}", "convert the model again") from exc
