@@ -1,0 +1,332 @@
+"""`qwen3tts voices ...`, `models ...`, `speakers`, `languages`, `convert`: thin shells over the library.
+
+Listings go to stdout as aligned text, or as JSON with `--json` (the shapes are documented in the README's
+Usage section and pinned by tests/test_cli.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from qwen3tts_cli import catalog, spec
+from qwen3tts_cli.cli_common import (
+    JsonOption,
+    ModelDirOption,
+    ModelOption,
+    QuietOption,
+    VoicesDirOption,
+    download_messages,
+    print_json,
+    status,
+    usage_error,
+)
+from qwen3tts_cli.errors import Qwen3TTSError
+
+voices_app = typer.Typer(
+    help="The voice library: cloned voices saved by `qwen3tts clone`.", no_args_is_help=True
+)
+models_app = typer.Typer(
+    help="Models: the catalog, and what is downloaded and converted.", no_args_is_help=True
+)
+
+CacheOption = Annotated[
+    Path | None,
+    typer.Option("--cache", envvar="QWEN3TTS_CACHE", help="Converted-model cache folder.", show_envvar=True),
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing file or voice.")]
+
+
+def _table(rows: list[list[str]]) -> None:
+    """Left-aligned columns, two spaces apart (no rich tables: plain text survives pipes and grep)."""
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e9:.2f} GB" if num_bytes >= 1e8 else f"{num_bytes / 1e6:.1f} MB"
+
+
+# ---- voices -------------------------------------------------------------------------------------------
+def _library(voices_dir: Path | None) -> Any:
+    from qwen3tts_cli.voices import VoiceLibrary
+
+    return VoiceLibrary(voices_dir)
+
+
+def _pack_facts(pack: Any) -> dict[str, Any]:
+    from qwen3tts_cli.voices import width_label
+
+    return {
+        "name": pack.name,
+        "mode": pack.mode,
+        "talker_hidden_size": pack.talker_hidden_size,
+        "model_size": width_label(pack.talker_hidden_size),
+        "frames": pack.frames,
+        "reference_seconds": round(pack.frames / 12.5, 2),
+        "reference_text": pack.reference_text,
+        "reference_language": pack.reference_language,
+        "description": pack.description,
+        "created": pack.created,
+        "tool_version": pack.tool_version,
+        "audio_sha256": pack.audio_sha256,
+    }
+
+
+@voices_app.command("list")
+def voices_list(voices_dir: VoicesDirOption = None, json_out: JsonOption = False) -> None:
+    """List the saved voices (a damaged file is listed with its problem)."""
+    library = _library(voices_dir)
+    entries = []
+    for entry in library.entries():
+        facts = _pack_facts(entry.pack) if entry.pack is not None else {"name": entry.name}
+        entries.append(facts | {"name": entry.name, "path": str(entry.path), "error": entry.error})
+    if json_out:
+        print_json({"voices_dir": str(library.root), "voices": entries})
+        return
+    if not entries:
+        status(f"no voices in {library.root} (make one with `qwen3tts clone`)")
+        return
+    rows = [["NAME", "MODE", "MODEL", "REFERENCE", "DESCRIPTION"]]
+    for e in entries:
+        if e["error"]:
+            rows.append([e["name"], "-", "-", "-", f"DAMAGED: {e['error']}"])
+        else:
+            reference = f"{e['reference_seconds']:.1f} s" if e["frames"] else "-"
+            rows.append([e["name"], e["mode"], e["model_size"], reference, e["description"]])
+    _table(rows)
+
+
+@voices_app.command("show")
+def voices_show(
+    name: Annotated[str, typer.Argument(help="Library name or pack file.")],
+    voices_dir: VoicesDirOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show one voice (name in the library, or a pack file)."""
+    library = _library(voices_dir)
+    pack = library.resolve(name)
+    facts = _pack_facts(pack)
+    if json_out:
+        print_json(facts)
+        return
+    for key, value in facts.items():
+        print(f"{key + ':':20} {'' if value is None else value}")
+
+
+@voices_app.command("rm")
+def voices_rm(name: str, voices_dir: VoicesDirOption = None) -> None:
+    """Delete a voice from the library."""
+    print(f"removed {_library(voices_dir).remove(name)}")
+
+
+@voices_app.command("import")
+def voices_import(
+    file: Annotated[Path, typer.Argument(help="A voice pack file (.json).")],
+    name: Annotated[str | None, typer.Option("--name", help="Store it under this name.")] = None,
+    force: ForceOption = False,
+    voices_dir: VoicesDirOption = None,
+) -> None:
+    """Validate a voice pack file and add it to the library."""
+    print(f"imported to {_library(voices_dir).import_pack(file, name=name, overwrite=force)}")
+
+
+@voices_app.command("export")
+def voices_export(
+    name: str,
+    destination: Annotated[Path, typer.Argument(help="File, or folder (writes NAME.json there).")],
+    force: ForceOption = False,
+    voices_dir: VoicesDirOption = None,
+) -> None:
+    """Copy a voice out of the library as a pack file (to share it)."""
+    print(f"exported to {_library(voices_dir).export(name, destination, overwrite=force)}")
+
+
+# ---- models -------------------------------------------------------------------------------------------
+def _catalog_rows(cache: Path | None) -> tuple[Path, list[dict[str, Any]], list[dict[str, Any]]]:
+    from qwen3tts_cli import hub
+
+    root = hub.cache_root(cache)
+    cached = [
+        {
+            "name": m.name,
+            "quant": m.quant,
+            "path": str(m.path),
+            "size_bytes": m.size_bytes,
+            "complete": m.complete,
+        }
+        for m in hub.list_models(root)
+    ]
+    defaults = {mode: catalog.default_model(mode).name for mode in catalog.MODES}
+    models = [
+        {
+            "name": entry.name,
+            "repo": entry.repo,
+            "kind": entry.kind,
+            "talker_hidden": entry.talker_hidden,
+            "description": entry.description,
+            "modes": list(entry.modes),
+            "default_for": [mode for mode, name in defaults.items() if name == entry.name],
+            "installed": [c for c in cached if c["name"] == entry.name],
+        }
+        for entry in catalog.CATALOG.values()
+    ]
+    local = [c for c in cached if c["name"].startswith("local/")]
+    return root, models, local
+
+
+@models_app.command("list")
+def models_list(cache: CacheOption = None, json_out: JsonOption = False) -> None:
+    """The catalog, with the quantizations converted on this machine."""
+    root, models, local = _catalog_rows(cache)
+    if json_out:
+        print_json({"cache": str(root), "models": models, "local": local})
+        return
+    rows = [["NAME", "KIND", "CONVERTED", "DESCRIPTION"]]
+    for m in models:
+        installed = ", ".join(f"{c['quant']}{'' if c['complete'] else ' (partial)'}" for c in m["installed"])
+        rows.append([m["name"], m["kind"], installed or "-", m["description"]])
+    for c in local:
+        rows.append([c["name"], "local", c["quant"], c["path"]])
+    _table(rows)
+    print(f"\ncache: {root}")
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="Catalog name, e.g. 0.6b-custom.")],
+    quant: Annotated[str, typer.Option("--quant", "-q", help="LM weight type.")] = catalog.DEFAULT_QUANT,
+    revision: Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Convert again even if it is cached.")] = False,
+    cache: CacheOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Download and convert a model now (otherwise the first `say` does it)."""
+    from qwen3tts_cli import hub
+
+    path = hub.pull_model(
+        name, quant, cache=cache, revision=revision, force=force, progress=download_messages(quiet)
+    )
+    print(path)
+
+
+@models_app.command("rm")
+def models_rm(
+    name: str,
+    quant: Annotated[str | None, typer.Option("--quant", "-q", help="Only this quantization.")] = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Also delete the downloaded checkpoint (Hugging Face cache).")
+    ] = False,
+    cache: CacheOption = None,
+) -> None:
+    """Delete a converted model (and with --download its downloaded checkpoint)."""
+    from qwen3tts_cli import hub
+
+    removed = hub.remove_model(name, quant, cache=cache, download=download)
+    if not removed:
+        raise Qwen3TTSError(f"model {name} is not in the cache", "see `qwen3tts models list`")
+    for path in removed:
+        print(f"removed {path}")
+
+
+@models_app.command("path")
+def models_path(
+    name: str,
+    quant: Annotated[str, typer.Option("--quant", "-q")] = catalog.DEFAULT_QUANT,
+    cache: CacheOption = None,
+) -> None:
+    """Print the folder of a converted model (for --model-dir or other tools)."""
+    from qwen3tts_cli import hub
+
+    folder = hub.model_dir(name, quant, cache)
+    if not hub.is_converted(folder):
+        raise Qwen3TTSError(
+            f"model {name} ({quant}) is not converted yet", f"run `qwen3tts models pull {name} -q {quant}`"
+        )
+    print(folder)
+
+
+# ---- speakers / languages -----------------------------------------------------------------------------
+def _model_config(model: str | None, model_dir: Path | None) -> tuple[str, dict[str, Any] | None]:
+    """(what was asked, its config.json or None for the released models' built-in facts)."""
+    if model is not None and model_dir is not None:
+        raise usage_error("--model and --model-dir both given", "pass one of them")
+    if model_dir is None:
+        entry = catalog.get(model) if model is not None else None
+        return (entry.name if entry else "released models"), None
+    path = model_dir.expanduser() / "config.json"
+    try:
+        return str(model_dir), json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Qwen3TTSError(
+            f"cannot read {path}: {exc}", "pass a checkpoint or converted model folder"
+        ) from exc
+
+
+def _prompt_config(config: dict[str, Any] | None) -> Any:
+    from qwen3tts_cli.engine.prompt import PromptConfig
+
+    return PromptConfig.from_config(config) if config is not None else None
+
+
+def speakers(
+    model: ModelOption = None, model_dir: ModelDirOption = None, json_out: JsonOption = False
+) -> None:
+    """The preset speakers of CustomVoice models (and their native dialect, if any)."""
+    source, config = _model_config(model, model_dir)
+    if model is not None and catalog.get(model).kind != spec.KIND_CUSTOM_VOICE:
+        raise Qwen3TTSError(f"model {model} has no preset speakers", "CustomVoice models have them")
+    prompt = _prompt_config(config)
+    dialects = spec.SPEAKER_DIALECTS if prompt is None else prompt.speaker_dialects
+    names = list(spec.SPEAKER_IDS) if prompt is None else list(prompt.speaker_ids)
+    listing = [{"name": name, "dialect": dialects.get(name) or None} for name in names]
+    if json_out:
+        print_json({"model": source, "speakers": listing})
+        return
+    if not listing:
+        status(f"{source} has no preset speakers")
+    for item in listing:
+        print(item["name"] + (f"  ({item['dialect']})" if item["dialect"] else ""))
+
+
+def languages(
+    model: ModelOption = None, model_dir: ModelDirOption = None, json_out: JsonOption = False
+) -> None:
+    """The languages `say --language` accepts ('auto' lets the model decide)."""
+    source, config = _model_config(model, model_dir)
+    prompt = _prompt_config(config)
+    if prompt is None:
+        names, dialects = ["auto", *spec.LANGUAGE_IDS], list(spec.DIALECT_IDS)
+    else:
+        names = prompt.supported_languages
+        dialects = [name for name in prompt.language_ids if "dialect" in name]
+    if json_out:
+        print_json({"model": source, "languages": names, "dialects": dialects})
+        return
+    for name in names:
+        print(name)
+
+
+# ---- convert ------------------------------------------------------------------------------------------
+def convert(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Official checkpoint folder (config.json, model.safetensors...).")
+    ],
+    out: Annotated[Path, typer.Argument(help="Converted model folder to create.")],
+    quant: Annotated[str, typer.Option("--quant", "-q", help="LM weight type.")] = catalog.DEFAULT_QUANT,
+    threads: Annotated[int, typer.Option("--threads", "-t", min=1, help="Threads for quantization.")] = 2,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Convert an official checkpoint into a model folder (GGUF + ONNX + manifest) for --model-dir."""
+    from qwen3tts_cli.convert.converter import convert_checkpoint
+
+    say = download_messages(quiet)
+    folder = convert_checkpoint(checkpoint, out, quant, threads=threads, overwrite=force, progress=say)
+    print(folder)

@@ -1,0 +1,218 @@
+"""`qwen3tts say`: the options, checked in order of cost, then one streamed request.
+
+Order: text and option conflicts (cli_voice), output target and sinks (cli_speak), then the model is
+resolved (maybe downloaded and converted) and loaded, the request built and streamed into the sinks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qwen3tts_cli.cli_codes import check_codes_target
+from qwen3tts_cli.cli_common import (
+    JsonOption,
+    ModelDirOption,
+    ModelOption,
+    QuantOption,
+    QuietOption,
+    ThreadsOption,
+    VoicesDirOption,
+    model_argument,
+    read_text,
+)
+from qwen3tts_cli.cli_speak import open_sinks, output_target, report, speak, summary
+from qwen3tts_cli.cli_voice import (
+    GenerationChoice,
+    VoiceChoice,
+    build_request,
+    check_catalog_names,
+    check_speakable,
+    load_tts,
+    model_for,
+)
+
+SAMPLING_PANEL = "Sampling"
+VOICE_PANEL = "Voice"
+OUTPUT_PANEL = "Output"
+MODEL_PANEL = "Model"
+
+
+def say(
+    text: Annotated[
+        str | None, typer.Argument(help="Text to speak. Without it: --file, or text piped on stdin.")
+    ] = None,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="Read the text from a UTF-8 file ('-' = stdin).")
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Audio file (wav, flac, ogg, mp3 by extension) or '-' for stdout (wav or raw pcm). "
+            "Default: stdout when piped, else --play.",
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    audio_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="wav, flac, ogg, mp3; for stdout wav or pcm.", rich_help_panel=OUTPUT_PANEL
+        ),
+    ] = None,
+    play: Annotated[
+        bool,
+        typer.Option("--play", help="Play while speaking (needs sounddevice).", rich_help_panel=OUTPUT_PANEL),
+    ] = False,
+    codes_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--codes-out",
+            help="Save the generated codes: .npy (frames x 16 int64, plus NAME.pieces.json when there are "
+            "several pieces) or .npz (codes, piece_frames, piece_start, piece_text).",
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = None,
+    model: ModelOption = None,
+    model_dir: ModelDirOption = None,
+    quant: QuantOption = None,
+    threads: ThreadsOption = None,
+    exact: Annotated[
+        bool,
+        typer.Option(
+            "--exact", help="f32 KV cache, no flash attention: the parity mode.", rich_help_panel=MODEL_PANEL
+        ),
+    ] = False,
+    speaker: Annotated[
+        str | None, typer.Option("--speaker", "-s", help="Preset speaker.", rich_help_panel=VOICE_PANEL)
+    ] = None,
+    language: Annotated[
+        str, typer.Option("--language", "-l", help="Language or 'auto'.", rich_help_panel=VOICE_PANEL)
+    ] = "auto",
+    instruct: Annotated[
+        str | None,
+        typer.Option(
+            "--instruct", "-i", help="Style instruction (1.7B CustomVoice).", rich_help_panel=VOICE_PANEL
+        ),
+    ] = None,
+    design: Annotated[
+        str | None,
+        typer.Option("--design", help="Describe a new voice (VoiceDesign).", rich_help_panel=VOICE_PANEL),
+    ] = None,
+    gender: Annotated[str | None, typer.Option(help="male / female.", rich_help_panel=VOICE_PANEL)] = None,
+    age: Annotated[
+        str | None, typer.Option(help="e.g. young, middle-aged, old.", rich_help_panel=VOICE_PANEL)
+    ] = None,
+    emotion: Annotated[
+        str | None, typer.Option(help="e.g. happy, sad, calm.", rich_help_panel=VOICE_PANEL)
+    ] = None,
+    pace: Annotated[
+        str | None, typer.Option(help="very slow ... very fast.", rich_help_panel=VOICE_PANEL)
+    ] = None,
+    pitch: Annotated[str | None, typer.Option(help="low, high, deep.", rich_help_panel=VOICE_PANEL)] = None,
+    voice: Annotated[
+        str | None,
+        typer.Option(
+            "--voice", "-v", help="A saved voice: library name or pack file.", rich_help_panel=VOICE_PANEL
+        ),
+    ] = None,
+    ref_audio: Annotated[
+        Path | None,
+        typer.Option("--ref-audio", help="Clone inline from this recording.", rich_help_panel=VOICE_PANEL),
+    ] = None,
+    ref_text: Annotated[
+        str | None, typer.Option("--ref-text", help="Transcript of --ref-audio.", rich_help_panel=VOICE_PANEL)
+    ] = None,
+    x_vector_only: Annotated[
+        bool,
+        typer.Option(
+            "--x-vector-only", help="Clone from the speaker embedding alone.", rich_help_panel=VOICE_PANEL
+        ),
+    ] = False,
+    streaming_text: Annotated[
+        bool | None,
+        typer.Option(
+            "--streaming-text/--non-streaming-text",
+            help="Override the official text layout (default: non-streaming for presets/design, streaming "
+            "for clones).",
+        ),
+    ] = None,
+    no_split: Annotated[bool, typer.Option("--no-split", help="Speak the text as one piece.")] = False,
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", min=1, help="At most this many frames (12.5/s) per piece.")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Sampling seed (random when not given).", rich_help_panel=SAMPLING_PANEL),
+    ] = None,
+    greedy: Annotated[
+        bool,
+        typer.Option(
+            "--greedy", help="No sampling: always the likeliest code.", rich_help_panel=SAMPLING_PANEL
+        ),
+    ] = False,
+    temperature: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=SAMPLING_PANEL)] = None,
+    top_k: Annotated[int | None, typer.Option(min=0, rich_help_panel=SAMPLING_PANEL)] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0, rich_help_panel=SAMPLING_PANEL)] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=SAMPLING_PANEL)] = None,
+    subtalker_temperature: Annotated[
+        float | None, typer.Option(min=0.0, rich_help_panel=SAMPLING_PANEL)
+    ] = None,
+    subtalker_top_k: Annotated[int | None, typer.Option(min=0, rich_help_panel=SAMPLING_PANEL)] = None,
+    subtalker_top_p: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, rich_help_panel=SAMPLING_PANEL)
+    ] = None,
+    voices_dir: VoicesDirOption = None,
+    quiet: QuietOption = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Speak text into an audio file, stdout or the speakers."""
+    from qwen3tts_cli.tts import SamplingOptions
+
+    started = time.perf_counter()
+    choice = VoiceChoice(
+        speaker=speaker,
+        language=language,
+        instruct=instruct,
+        design=design,
+        attributes=_attributes(gender=gender, age=age, emotion=emotion, pace=pace, pitch=pitch),
+        voice=voice,
+        ref_audio=ref_audio,
+        ref_text=ref_text,
+        x_vector_only=x_vector_only,
+    )
+    spoken = read_text(text, file)
+    tagged = check_speakable(spoken)
+    mode = choice.mode()
+    chosen = model_for(model_argument(model, model_dir), mode, choice.styled or tagged)
+    check_catalog_names(chosen, choice)
+    target, play = output_target(output, play)
+    sinks = open_sinks(target, audio_format, play)
+    codes_target = check_codes_target(codes_out) if codes_out is not None else None
+    sampling = SamplingOptions(
+        greedy=greedy,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        subtalker_temperature=subtalker_temperature,
+        subtalker_top_k=subtalker_top_k,
+        subtalker_top_p=subtalker_top_p,
+    )
+    if seed is None and not greedy:  # pick it here so --json can report it (rerun with --seed N)
+        seed = int.from_bytes(os.urandom(4), "little") >> 1
+    generation = GenerationChoice(sampling, seed, max_frames, not no_split, streaming_text)
+    with load_tts(chosen, mode, quant, threads, exact, voices_dir, quiet) as tts:
+        request = build_request(tts, spoken, choice, generation)
+        result = speak(tts, request, sinks, codes_target, quiet)
+    facts = summary(tts, target, audio_format, play, request, result, codes_target, started)
+    report(facts, target, quiet, json_out)
+
+
+def _attributes(**values: str | None) -> dict[str, str]:
+    return {name: value for name, value in values.items() if value is not None}
