@@ -35,8 +35,11 @@ from qwen3tts_cli.text import parse_control, split_text
 from qwen3tts_cli.voices import MODE_ICL, MODE_XVECTOR, VoiceLibrary, VoicePack
 
 DEFAULT_SPEAKER = "ryan"
-FIRST_CHUNK_FRAMES = 3  # the first audio after 3 frames (240 ms of speech): early start, few small calls
-CHUNK_FRAMES = 12  # later chunks: fewer decoder calls, each still under a second of audio
+# Decoder chunk schedule: the first frame is decoded alone (first audio one frame after the prompt), then
+# chunks double up to 12 frames, so playback gets audio early while later calls stay efficient (a 1-frame
+# decoder call costs ~20 ms more per frame than a 12-frame one).
+FIRST_CHUNK_FRAMES = 1
+CHUNK_FRAMES = 12
 
 
 @dataclass(frozen=True)
@@ -360,7 +363,7 @@ class TTS:
             buffer.append(frame)
             if len(buffer) >= target:
                 yield self._decode(buffer)
-                buffer, target = [], CHUNK_FRAMES
+                buffer, target = [], min(CHUNK_FRAMES, target * 2)
         if buffer:
             yield self._decode(buffer)
 
