@@ -7,41 +7,45 @@ numpy, llama.cpp and onnxruntime, so it is imported inside the command.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 DEFAULT_WORKDIR = Path.home() / ".cache" / "qwen3tts" / "bench"
+DEFAULT_OUT = Path("bench-results")
 
 
 def bench(
-    size: str = typer.Option("0.6b", "--size", help="Checkpoint shape: tiny, tiny-wide, 0.6b or 1.7b."),
-    quant: list[str] = typer.Option(
-        ["q8_0"], "--quant", help="Talker/predictor precision (repeat for several): q8_0, q4_k_m, f16, ..."
+    size: Annotated[str, typer.Option(help="Checkpoint shape: tiny, tiny-wide, 0.6b or 1.7b.")] = "0.6b",
+    quant: Annotated[
+        list[str] | None,
+        typer.Option(help="Talker/predictor precision; repeat for several (q8_0, q4_k_m, f16)."),
+    ] = None,
+    kind: Annotated[str, typer.Option(help="Model kind: custom_voice, voice_design or base.")] = (
+        "custom_voice"
     ),
-    kind: str = typer.Option("custom_voice", "--kind", help="Model kind: custom_voice, voice_design, base."),
-    frames: int = typer.Option(48, "--frames", min=1, help="Frames generated per run (12.5 frames = 1 s)."),
-    repeats: int = typer.Option(3, "--repeats", min=1, help="Timed runs per measurement (min/median)."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: free cores)."),
-    long_text: bool = typer.Option(
-        True, "--long-text/--no-long-text", help="Also measure several sentences (-> pieces)."
-    ),
-    long_frames: int = typer.Option(24, "--long-frames", min=1, help="Frames per piece in the long text."),
-    greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding instead of the model's sampling."),
-    seed: int = typer.Option(1234, "--seed", help="Sampling seed (and checkpoint seed 0)."),
-    workdir: Path = typer.Option(
-        DEFAULT_WORKDIR, "--workdir", help="Where built checkpoints and converted folders are cached."
-    ),
-    out: Path = typer.Option(Path("bench-results"), "--out", help="Folder for the JSON and markdown results."),
-    official_python: Path | None = typer.Option(
-        None, "--official-python", help="Python with torch + qwen-tts: adds the official column."
-    ),
-    vox_python: Path | None = typer.Option(None, "--vox-python", help="Python with vox-tts: adds its column."),
-    peers_only_first: bool = typer.Option(
-        True,
-        "--peers-first-quant/--peers-every-quant",
-        help="Run the peers once (they do not depend on --quant) or once per quant.",
-    ),
-    tag: str = typer.Option("", "--tag", help="Suffix for the result file names."),
+    frames: Annotated[int, typer.Option(min=1, help="Frames per run (12.5 frames = 1 s of audio).")] = 48,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per measurement (min and median).")] = 3,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: free cores).")] = None,
+    long_text: Annotated[bool, typer.Option(help="Also time several sentences (-> pieces).")] = True,
+    long_frames: Annotated[int, typer.Option(min=1, help="Frames per piece of the long text.")] = 24,
+    greedy: Annotated[bool, typer.Option(help="Greedy decoding instead of the model's sampling.")] = False,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1234,
+    workdir: Annotated[
+        Path, typer.Option(help="Cache of built checkpoints and converted folders (reruns are fast).")
+    ] = DEFAULT_WORKDIR,
+    out: Annotated[Path, typer.Option(help="Folder for the JSON and markdown results.")] = DEFAULT_OUT,
+    official_python: Annotated[
+        Path | None, typer.Option(help="A Python with torch + qwen-tts: adds the official column.")
+    ] = None,
+    vox_python: Annotated[Path | None, typer.Option(help="A Python with vox-tts: adds its column.")] = None,
+    peers_every_quant: Annotated[
+        bool, typer.Option(help="Run vox once per quant (q8_0->q8, q4_k_m->q4) rather than only once.")
+    ] = True,
+    blas_threads: Annotated[
+        int | None, typer.Option(min=1, help="numpy BLAS threads in the measured process (default: inherit).")
+    ] = None,
+    tag: Annotated[str, typer.Option(help="Suffix for the result file names.")] = "",
 ) -> None:
     """Benchmark: real-time factor, first audio, per-frame split, long text, peak RSS and CPU load."""
     from qwen3tts_cli import bench as bench_lib
@@ -49,7 +53,7 @@ def bench(
 
     config = bench_lib.BenchConfig(
         size=size,
-        quants=list(quant),
+        quants=list(quant) if quant else ["q8_0"],
         kind=kind,
         frames=frames,
         repeats=repeats,
@@ -62,8 +66,9 @@ def bench(
         out=out,
         official_python=official_python,
         vox_python=vox_python,
-        peers_once=peers_only_first,
+        peers_every_quant=peers_every_quant,
         tag=tag,
+        blas_threads=blas_threads,
     )
     try:
         report = bench_lib.run_benchmark(config, say=lambda line: typer.echo(line, err=True))

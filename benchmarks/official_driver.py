@@ -1,0 +1,165 @@
+"""Time the OFFICIAL qwen-tts 0.1.1 (PyTorch, fp32, CPU) on a checkpoint folder, for `qwen3tts bench`.
+
+Runs in an interpreter that has torch + transformers 4.57.3 + qwen-tts 0.1.1 (e.g. /work/refenv/bin/python),
+with the repository root on PYTHONPATH (for the stdlib-only probes in qwen3tts_cli.bench). Writes one JSON
+record to --result in the shape of `qwen3tts_cli.bench.stream_summary`.
+
+The official API has no streaming output: the audio of a request arrives all at once, so its "first
+audio" is the whole request. Frames are fixed by max_new_tokens = frames + 1 (the token after the last
+frame never becomes a frame); random weights may still emit EOS earlier, so the frames actually produced
+are recorded and every per-frame number uses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from qwen3tts_cli.bench import SAMPLE_RATE, cpu_load, peak_rss_mb, repeat_quietly, stream_summary  # noqa: E402
+
+
+def _stub_torchaudio() -> None:
+    """qwen_tts imports torchaudio.compliance.kaldi (25 Hz tokenizer only) and no torchaudio matches this
+    torch: register empty modules, AFTER transformers is imported (its find_spec would trip on them)."""
+    import transformers  # noqa: F401
+
+    try:
+        import torchaudio.compliance.kaldi  # noqa: F401
+    except Exception:
+        for name in [k for k in sys.modules if k.startswith("torchaudio")]:
+            del sys.modules[name]
+        root = types.ModuleType("torchaudio")
+        compliance = types.ModuleType("torchaudio.compliance")
+        kaldi = types.ModuleType("torchaudio.compliance.kaldi")
+        root.compliance, compliance.kaldi = compliance, kaldi  # type: ignore[attr-defined]
+        sys.modules.update(
+            {"torchaudio": root, "torchaudio.compliance": compliance, "torchaudio.compliance.kaldi": kaldi}
+        )
+
+
+class StageTimer:
+    """Talker steps (forward hooks), the code predictor (its generate, once per frame), the codec decode."""
+
+    def __init__(self, model: Any) -> None:
+        self.seconds: dict[str, float] = {}
+        self._talker_start = 0.0
+        self._talker_rows = 0
+        talker = model.talker
+        talker.model.register_forward_pre_hook(self._talker_pre, with_kwargs=True)
+        talker.model.register_forward_hook(self._talker_post)
+        self._wrap(talker.code_predictor, "generate", "predictor")
+        self._wrap(model.speech_tokenizer, "decode", "decoder")
+
+    def reset(self) -> None:
+        self.seconds = {"prefill": 0.0, "talker": 0.0, "predictor": 0.0, "decoder": 0.0}
+
+    def _talker_pre(self, _module: Any, _args: tuple, kwargs: dict) -> None:
+        embeds = kwargs.get("inputs_embeds")
+        self._talker_rows = int(embeds.shape[1]) if embeds is not None else 1
+        self._talker_start = time.perf_counter()
+
+    def _talker_post(self, _module: Any, _args: tuple, _output: Any) -> None:
+        key = "prefill" if self._talker_rows > 1 else "talker"
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - self._talker_start
+
+    def _wrap(self, owner: Any, name: str, stage: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, timed)
+
+
+def _one_run(wrapper: Any, timer: StageTimer, args: argparse.Namespace, frames: int) -> dict[str, Any]:
+    import torch
+
+    torch.manual_seed(args.seed)
+    timer.reset()
+    record: dict[str, Any] = {}
+    sample = not args.greedy
+    with cpu_load(record):
+        start = time.perf_counter()
+        wavs, rate = wrapper.generate_custom_voice(
+            args.text,
+            speaker=args.speaker,
+            language=args.language,
+            max_new_tokens=frames + 1,
+            do_sample=sample,
+            subtalker_dosample=sample,
+        )
+        wall = time.perf_counter() - start
+    audio = len(wavs[0]) / rate
+    stages = dict(timer.seconds)  # the predictor runs before the talker stack, not inside its hooks
+    record.update(
+        wall_seconds=round(wall, 4),
+        first_audio_seconds=round(wall, 4),
+        audio_seconds=round(audio, 4),
+        frames=round(audio * rate / 1920),
+        pieces=1,
+        rtf=round(wall / audio, 4) if audio else None,
+        stage_seconds={k: round(v, 4) for k, v in stages.items()},
+    )
+    return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--greedy", action="store_true")
+    parser.add_argument("--text", required=True)
+    parser.add_argument("--speaker", default="ryan")
+    parser.add_argument("--language", default="english")
+    parser.add_argument("--result", type=Path, required=True)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    _stub_torchaudio()
+    from importlib.metadata import version
+
+    from qwen_tts import Qwen3TTSModel
+
+    start = time.perf_counter()
+    wrapper = Qwen3TTSModel.from_pretrained(str(args.checkpoint), dtype=torch.float32)
+    load_seconds = time.perf_counter() - start
+    timer = StageTimer(wrapper.model)
+    with torch.inference_mode():
+        _one_run(wrapper, timer, args, min(args.frames, 4))  # warm-up
+        runs = repeat_quietly(lambda: _one_run(wrapper, timer, args, args.frames), args.repeats)
+    record = {
+        "status": "ok",
+        "precision": "fp32",
+        "threads": args.threads,
+        "load_seconds": round(load_seconds, 2),
+        "single": stream_summary(runs),
+        "peak_rss_mb": round(peak_rss_mb() or 0.0, 1),
+        "sample_rate": SAMPLE_RATE,
+        "streaming": False,
+        "versions": {"torch": torch.__version__, "qwen-tts": version("qwen-tts")},
+        "attention": getattr(wrapper.model.config, "_attn_implementation", None),
+    }
+    args.result.write_text(json.dumps(record), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

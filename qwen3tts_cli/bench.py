@@ -1,0 +1,886 @@
+"""The benchmark behind `qwen3tts bench`: speed on seeded random checkpoints at the real shapes.
+
+Random weights never stop on their own, so every run generates a fixed number of frames. Each configuration
+is measured in a fresh subprocess (`python -m qwen3tts_cli.bench ours ...`), so its peak RSS is its own and
+one configuration's caches do not warm the next. Peers (the official PyTorch code, vox-tts) run the same
+checkpoint folder through driver scripts in `benchmarks/`, each in its own interpreter.
+
+The machine is shared, so every measurement records how many cores OTHER processes used while it ran
+(/proc/stat minus our own CPU time) and the load average: noisy numbers are visible as such.
+
+This module's top level uses the standard library only: the peer drivers import its probes from
+interpreters that do not have llama.cpp or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "qwen3tts-bench/1"
+FRAME_RATE = 12.5  # codec frames per second of audio
+SAMPLE_RATE = 24000
+SPEAKER = "ryan"
+LANGUAGE = "english"
+# one utterance of ordinary length (prefill ~30 positions), and a paragraph that splits into pieces
+SHORT_TEXT = "The quick brown fox jumps over the lazy dog, then rests in the warm afternoon sun."
+LONG_TEXT = (
+    "The morning train was late again. Nobody on the platform seemed surprised. "
+    "A child counted the pigeons out loud while her father read the news. "
+    "When the train finally arrived, everyone stepped aboard in silence."
+)
+QUANT_TO_VOX = {"q8_0": ("bf16", "q8"), "q4_k_m": ("bf16", "q4"), "q4_0": ("bf16", "q4"), "f16": ("f16", "")}
+Say = Callable[[str], None]
+
+
+# ---- configuration and report ----------------------------------------------------------------------------
+@dataclass
+class BenchConfig:
+    """What to measure; mirrors the options of `qwen3tts bench`."""
+
+    size: str = "0.6b"
+    quants: list[str] = field(default_factory=lambda: ["q8_0"])
+    kind: str = "custom_voice"
+    frames: int = 48
+    repeats: int = 3
+    threads: int | None = None
+    long_text: bool = True
+    long_frames: int = 24
+    greedy: bool = False
+    seed: int = 1234
+    workdir: Path = Path.home() / ".cache" / "qwen3tts" / "bench"
+    out: Path = Path("bench-results")
+    official_python: Path | None = None
+    vox_python: Path | None = None
+    peers_every_quant: bool = True
+    tag: str = ""
+    checkpoint_seed: int = 0
+    blas_threads: int | None = None  # numpy's BLAS threads in our worker; None: as the environment says
+
+
+@dataclass
+class BenchReport:
+    data: dict[str, Any]
+    markdown: str
+    json_path: Path
+    markdown_path: Path
+
+
+# ---- probes: memory, CPU load, machine (stdlib only; the peer drivers use them too) ----------------------
+def peak_rss_mb(pid: str = "self") -> float | None:
+    """Peak resident set size (VmHWM) of a process in MiB, or None where /proc is missing."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except (ImportError, OSError):
+        return None
+
+
+def _system_cpu_seconds() -> tuple[float, float] | None:
+    """(busy, all) CPU seconds of the whole machine since boot, summed over cores (/proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+class CpuLoad:
+    """CPU use of this process (and its waited-for children) and of everyone else over a stretch of time."""
+
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._system = _system_cpu_seconds()
+        self._own = _own_cpu_seconds()
+        self._loadavg = _loadavg()
+
+    def result(self) -> dict[str, Any]:
+        wall = max(time.perf_counter() - self._wall, 1e-9)
+        own = (_own_cpu_seconds() - self._own) / wall
+        record: dict[str, Any] = {
+            "seconds": round(wall, 3),
+            "own_cores": round(own, 3),
+            "loadavg_start": self._loadavg,
+            "loadavg_end": _loadavg(),
+        }
+        now = _system_cpu_seconds()
+        if now is not None and self._system is not None:
+            system = (now[0] - self._system[0]) / wall
+            record["machine_cores_busy"] = round(system, 3)
+            record["other_cores"] = round(max(0.0, system - own), 3)
+        return record
+
+
+@contextmanager
+def cpu_load(into: dict[str, Any], key: str = "load") -> Iterator[None]:
+    """Record the CPU load of the enclosed block into `into[key]`."""
+    probe = CpuLoad()
+    try:
+        yield
+    finally:
+        into[key] = probe.result()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores and memory of this machine, and the Python that runs the benchmark."""
+    info: dict[str, Any] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        info["usable_cores"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        flags = next(
+            (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), ""
+        )
+        info["simd"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "f16c", "fma") if f" {f}" in flags]
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gb"] = round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return info
+
+
+QUIET_CORES = 0.25  # a run is "quiet" when other processes used less than this many cores meanwhile
+
+
+def repeat_quietly(
+    run: Callable[[], dict[str, Any]], repeats: int, extra: int | None = None
+) -> list[dict[str, Any]]:
+    """Call `run` until `repeats` of its records were quiet, at most `repeats + extra` times (default 2x).
+
+    With n_threads = cores, llama.cpp and torch slow down several-fold when another process takes a core,
+    so noisy runs are repeated rather than averaged in; every run is kept (marked) in the record.
+    """
+    extra = repeats if extra is None else extra
+    runs: list[dict[str, Any]] = []
+    while len(runs) < repeats + extra:
+        record = run()
+        record["quiet"] = record.get("load", {}).get("other_cores", 0.0) < QUIET_CORES
+        runs.append(record)
+        if sum(r["quiet"] for r in runs) >= repeats:
+            break
+    return runs
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """min / median / max of a measurement over repeats."""
+    return {
+        "min": round(min(values), 4),
+        "median": round(statistics.median(values), 4),
+        "max": round(max(values), 4),
+    }
+
+
+# ---- preparation: checkpoints and converted folders, cached in the work dir ------------------------------
+def checkpoint_dir(workdir: Path, kind: str, size: str, seed: int = 0) -> Path:
+    return workdir / "checkpoints" / f"{kind}-{size}-seed{seed}"
+
+
+def converted_dir(workdir: Path, kind: str, size: str, quant: str, seed: int = 0) -> Path:
+    return workdir / "converted" / f"{kind}-{size}-seed{seed}-{quant}"
+
+
+_DONE = ".bench-complete.json"
+
+
+def prepare_checkpoint(workdir: Path, kind: str, size: str, seed: int, say: Say) -> tuple[Path, dict]:
+    """A seeded random checkpoint in the official layout; built once, then reused."""
+    target = checkpoint_dir(workdir, kind, size, seed)
+    marker = target / _DONE
+    if marker.is_file():
+        return target, {**json.loads(marker.read_text()), "cached": True}
+    from qwen3tts_cli.fixtures.checkpoint import build_checkpoint
+
+    say(f"building a random {kind} checkpoint at {size} shapes in {target} ...")
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    start = time.perf_counter()
+    build_checkpoint(staging, kind, size=size, seed=seed)
+    record = {
+        "kind": kind,
+        "size": size,
+        "seed": seed,
+        "build_seconds": round(time.perf_counter() - start, 2),
+    }
+    record["bytes"] = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
+    (staging / _DONE).write_text(json.dumps(record))
+    staging.rename(target)
+    return target, {**record, "cached": False}
+
+
+def prepare_converted(
+    workdir: Path, checkpoint: Path, kind: str, size: str, quant: str, seed: int, threads: int, say: Say
+) -> tuple[Path, dict]:
+    """The checkpoint converted at `quant` (in a subprocess, so its time and peak memory are its own)."""
+    target = converted_dir(workdir, kind, size, quant, seed)
+    record_file = target.parent / f"{target.name}.convert.json"
+    if (target / "manifest.json").is_file() and record_file.is_file():
+        return target, {**json.loads(record_file.read_text()), "cached": True}
+    say(f"converting to {quant} in {target} ...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    record = _run_worker(
+        ["convert", str(checkpoint), str(target), "--quant", quant, "--threads", str(threads)], say
+    )
+    record_file.write_text(json.dumps(record))
+    return target, {**record, "cached": False}
+
+
+def _run_worker(
+    args: list[str], say: Say, timeout: float = 7200, blas_threads: int | None = None
+) -> dict[str, Any]:
+    """Run `python -m qwen3tts_cli.bench ARGS` in a fresh interpreter; it writes its result as JSON."""
+    with tempfile.TemporaryDirectory(prefix="qwen3tts-bench-") as tmp:
+        result = Path(tmp) / "result.json"
+        command = [sys.executable, "-m", "qwen3tts_cli.bench", *args, "--result", str(result)]
+        env = dict(os.environ)
+        if blas_threads is not None:
+            env.update(dict.fromkeys(_BLAS_VARS, str(blas_threads)))
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        if done.returncode != 0 or not result.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-12:]
+            from qwen3tts_cli.errors import Qwen3TTSError
+
+            raise Qwen3TTSError(
+                f"benchmark worker `{' '.join(args[:1])}` failed ({done.returncode}): " + " | ".join(tail),
+                "run it again; see the message above",
+            )
+        return json.loads(result.read_text())
+
+
+# ---- our measurement (runs inside the worker) -------------------------------------------------------------
+STAGES = ("talker", "predictor", "heads", "sampling", "decoder")
+
+
+class FrameProfiler:
+    """Times the calls of one loaded model by wrapping the methods the frame loop calls.
+
+    The wrappers are instance attributes (and, for the samplers, the names `engine.generate` looks up), so
+    engine code stays untouched; anything not wrapped shows up as `other`.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.seconds = dict.fromkeys((*STAGES, "prefill"), 0.0)
+        self.calls = dict.fromkeys((*STAGES, "prefill"), 0)
+        self._wrap(model.talker, "decode", "talker")
+        self._wrap(model.predictor, "decode", "predictor")
+        for name in ("predictor_head", "codec_embed", "project", "frame_embed"):
+            self._wrap(model.tables, name, "heads")
+        self._wrap(model.decoder, "push", "decoder")
+        self._wrap_samplers()
+
+    def reset(self) -> None:
+        for key in self.seconds:
+            self.seconds[key] = 0.0
+            self.calls[key] = 0
+
+    def _wrap(self, owner: Any, name: str, stage: str) -> None:
+        original = getattr(owner, name, None)
+        if original is not None:
+            setattr(owner, name, self._timed(original, stage))
+
+    def _timed(self, function: Callable[..., Any], stage: str) -> Callable[..., Any]:
+        seconds, calls = self.seconds, self.calls
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            key = stage
+            if stage == "talker" and args and len(args[0]) > 1:
+                key = "prefill"  # several positions at once: a piece's prompt, not a frame step
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[key] += time.perf_counter() - start
+                calls[key] += 1
+
+        return timed
+
+    def _wrap_samplers(self) -> None:
+        from qwen3tts_cli.engine import generate
+
+        for name in ("TalkerSampler", "PredictorSampler"):
+            cls = getattr(generate, name, None)
+            if cls is None:
+                continue
+
+            def make(*args: Any, _cls: Any = cls, **kwargs: Any) -> Callable[..., Any]:
+                return self._timed(_cls(*args, **kwargs), "sampling")
+
+            setattr(generate, name, make)
+
+
+def _timed_stream(tts: Any, profiler: FrameProfiler, text: str, **options: Any) -> dict[str, Any]:
+    """One streamed request: wall time, first chunk, audio length, frames and the per-stage times."""
+    profiler.reset()
+    frames = [0]
+    pieces: set[int] = set()
+
+    def on_codes(piece: int, codes: Any) -> None:
+        frames[0] += len(codes)
+        if piece not in pieces:
+            pieces.add(piece)
+
+    record: dict[str, Any] = {}
+    samples = 0
+    first: float | None = None
+    with cpu_load(record):
+        start = time.perf_counter()
+        for chunk in tts.stream(text, on_codes=on_codes, **options):
+            if first is None and len(chunk.samples):
+                first = time.perf_counter() - start
+            samples += len(chunk.samples)
+        wall = time.perf_counter() - start
+    audio = samples / SAMPLE_RATE
+    record.update(
+        wall_seconds=round(wall, 4),
+        first_audio_seconds=round(first if first is not None else wall, 4),
+        audio_seconds=round(audio, 4),
+        frames=frames[0],
+        pieces=len(pieces),
+        rtf=round(wall / audio, 4) if audio else None,
+        stage_seconds={k: round(v, 4) for k, v in profiler.seconds.items()},
+        stage_calls=dict(profiler.calls),
+    )
+    return record
+
+
+def _per_frame_split(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Milliseconds per generated frame for each timed stage (median over runs), plus prefill per piece.
+
+    A stage a runtime does not time separately (a peer's sampling, say) is left out and lands in `other`.
+    """
+    split: dict[str, float] = {}
+    for stage in STAGES:
+        if all(stage in r["stage_seconds"] for r in runs):
+            split[stage] = statistics.median(
+                1000 * r["stage_seconds"][stage] / max(r["frames"], 1) for r in runs
+            )
+    split["other"] = statistics.median(
+        1000 * (r["wall_seconds"] - sum(r["stage_seconds"].values())) / max(r["frames"], 1) for r in runs
+    )
+    split["total"] = statistics.median(1000 * r["wall_seconds"] / max(r["frames"], 1) for r in runs)
+    if all("prefill" in r["stage_seconds"] for r in runs):
+        split["prefill_per_piece"] = statistics.median(
+            1000 * r["stage_seconds"]["prefill"] / max(r["pieces"], 1) for r in runs
+        )
+    return {k: round(v, 2) for k, v in split.items()}
+
+
+def measure_ours(
+    folder: Path,
+    *,
+    frames: int,
+    repeats: int,
+    threads: int,
+    greedy: bool,
+    seed: int,
+    long_text: bool,
+    long_frames: int,
+) -> dict[str, Any]:
+    """Load a converted folder and time streaming requests. Runs in a fresh process (see `main`)."""
+    from qwen3tts_cli.model import LoadedModel
+    from qwen3tts_cli.tts import TTS, SamplingOptions
+
+    result: dict[str, Any] = {"folder": str(folder), "threads": threads, "blas": _blas_info()}
+    start = time.perf_counter()
+    model = LoadedModel(folder, threads=threads)
+    result["load_seconds"] = round(time.perf_counter() - start, 3)
+    result["rss_after_load_mb"] = _current_rss_mb()
+    tts = TTS(model)
+    profiler = FrameProfiler(model)
+    speaker = SPEAKER if model.kind == "custom_voice" else None
+    options: dict[str, Any] = {
+        "sampling": SamplingOptions(greedy=greedy),
+        "seed": seed,
+        "language": LANGUAGE if LANGUAGE in model.languages else "auto",
+    }
+    if speaker is not None:
+        options["speaker"] = speaker
+    if model.kind == "voice_design":
+        options["instruct"] = "A calm, clear adult voice."
+    _timed_stream(tts, profiler, SHORT_TEXT, max_frames=min(frames, 4), split=False, **options)  # warm-up
+    runs = repeat_quietly(
+        lambda: _timed_stream(tts, profiler, SHORT_TEXT, max_frames=frames, split=False, **options), repeats
+    )
+    result["single"] = stream_summary(runs)
+    if long_text:
+        long_runs = repeat_quietly(
+            lambda: _timed_stream(tts, profiler, LONG_TEXT, max_frames=long_frames, **options), repeats
+        )
+        result["long"] = stream_summary(long_runs)
+    result["peak_rss_mb"] = round(peak_rss_mb() or 0.0, 1)
+    model.close()
+    return result
+
+
+def _blas_info() -> dict[str, Any]:
+    """numpy's BLAS and its thread count in this process (numpy heads share the cores with llama.cpp)."""
+    info: dict[str, Any] = {k: os.environ[k] for k in _THREAD_VARS if k in os.environ}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["pools"] = [
+            {k: p.get(k) for k in ("internal_api", "num_threads", "architecture")} for p in threadpool_info()
+        ]
+    except ImportError:
+        pass
+    return info
+
+
+def stream_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Runs of one request (each: wall/first-audio/audio seconds, frames, pieces, rtf, stage_seconds, load)
+    summarised: min/median/max and the per-frame split, over the quiet runs when there are any (else over
+    all, and `used` says so). The peer drivers report in the same shape."""
+    quiet = [r for r in runs if r.get("quiet", True)]
+    used = quiet or runs
+    return {
+        "runs": runs,
+        "used": "quiet" if quiet else "all (none was quiet)",
+        "quiet_runs": len(quiet),
+        "rtf": summary([r["rtf"] for r in used if r["rtf"] is not None] or [float("nan")]),
+        "first_audio_seconds": summary([r["first_audio_seconds"] for r in used]),
+        "wall_seconds": summary([r["wall_seconds"] for r in used]),
+        "audio_seconds": used[0]["audio_seconds"],
+        "frames": used[0]["frames"],
+        "pieces": used[0]["pieces"],
+        "per_frame_ms": _per_frame_split(used),
+        "other_cores": summary([r.get("load", {}).get("other_cores", 0.0) for r in used]),
+    }
+
+
+def _current_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+# ---- peers ----------------------------------------------------------------------------------------------
+def benchmarks_dir() -> Path | None:
+    """The repository's benchmarks/ folder with the peer drivers (absent in an installed wheel)."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    return folder if (folder / "official_driver.py").is_file() else None
+
+
+def run_peer(name: str, python: Path | None, args: list[str], say: Say, timeout: float = 7200) -> dict:
+    """Run a peer driver script from benchmarks/ in its own interpreter; a missing peer says so."""
+    if python is None:
+        return {"status": "not installed (pass --official-python / --vox-python)"}
+    if not Path(python).exists():
+        return {"status": f"not installed ({python} does not exist)"}
+    folder = benchmarks_dir()
+    if folder is None:
+        return {"status": "driver scripts not found (run from a source checkout)"}
+    with tempfile.TemporaryDirectory(prefix=f"qwen3tts-{name}-") as tmp:
+        result = Path(tmp) / "result.json"
+        command = [str(python), str(folder / f"{name}_driver.py"), *args, "--result", str(result)]
+        say(f"running {name}: {' '.join(command[1:])}")
+        env = dict(os.environ, PYTHONPATH=str(folder.parent))
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return {"status": f"failed: timed out after {timeout:.0f} s"}
+        if done.returncode != 0 or not result.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-6:]
+            return {"status": f"failed ({done.returncode}): " + " | ".join(tail)}
+        record = json.loads(result.read_text())
+        record.setdefault("status", "ok")
+        return record
+
+
+def _peer_common_args(config: BenchConfig, threads: int) -> list[str]:
+    args = ["--frames", str(config.frames), "--repeats", str(config.repeats), "--threads", str(threads)]
+    args += ["--seed", str(config.seed), "--text", SHORT_TEXT, "--speaker", SPEAKER, "--language", LANGUAGE]
+    return args + (["--greedy"] if config.greedy else [])
+
+
+# ---- the whole run --------------------------------------------------------------------------------------
+def default_threads() -> int:
+    from qwen3tts_cli.engine.llama import free_cores
+
+    return free_cores()
+
+
+def run_benchmark(config: BenchConfig, say: Say = lambda _line: None) -> BenchReport:
+    """Prepare, measure ours at every quant and the peers, write JSON + markdown into `config.out`."""
+    from qwen3tts_cli.errors import Qwen3TTSError
+
+    check_config(config)
+    threads = config.threads or default_threads()
+    workdir = Path(config.workdir).expanduser()
+    data: dict[str, Any] = {
+        "schema": SCHEMA,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": {**_jsonable(asdict(config)), "threads": threads},
+        "machine": machine_info(),
+        "text": {"single": SHORT_TEXT, "long": LONG_TEXT},
+        "environment": {k: os.environ[k] for k in _THREAD_VARS if k in os.environ},
+        "ours": {},
+        "official": None,
+        "vox": {},
+    }
+    from qwen3tts_cli import __version__
+
+    data["version"] = __version__
+    checkpoint, data["checkpoint"] = prepare_checkpoint(
+        workdir, config.kind, config.size, config.checkpoint_seed, say
+    )
+    for quant in config.quants:
+        try:
+            folder, conversion = prepare_converted(
+                workdir, checkpoint, config.kind, config.size, quant, config.checkpoint_seed, threads, say
+            )
+        except Qwen3TTSError as exc:
+            data["ours"][quant] = {"status": f"conversion failed: {exc}"}
+            continue
+        say(f"measuring ours at {quant} ({config.frames} frames x {config.repeats}, {threads} threads) ...")
+        entry: dict[str, Any] = {"conversion": conversion}
+        try:
+            entry.update(
+                _run_worker(_ours_args(folder, config, threads), say, blas_threads=config.blas_threads)
+            )
+            entry["status"] = "ok"
+        except Qwen3TTSError as exc:
+            entry["status"] = f"failed: {exc}"
+        data["ours"][quant] = entry
+        say(_one_line(quant, entry))
+    data["official"] = run_peer(
+        "official",
+        config.official_python,
+        ["--checkpoint", str(checkpoint), *_peer_common_args(config, threads)],
+        say,
+    )
+    vox_quants = config.quants if config.peers_every_quant else config.quants[:1]
+    for quant in vox_quants:
+        dtype, vox_quant = QUANT_TO_VOX.get(quant, ("bf16", "q8"))
+        label = vox_quant or dtype
+        if label in data["vox"]:
+            continue
+        tmod = workdir / "vox" / f"{checkpoint.name}-{label}.tmod"
+        args = ["--checkpoint", str(checkpoint), "--tmod", str(tmod), "--dtype", dtype, "--quant", vox_quant]
+        data["vox"][label] = run_peer(
+            "vox", config.vox_python, args + _peer_common_args(config, threads), say
+        )
+    data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return write_report(data, Path(config.out), config.tag)
+
+
+def check_config(config: BenchConfig) -> None:
+    """Refuse unknown sizes, kinds and precisions before anything is built."""
+    from qwen3tts_cli import spec
+    from qwen3tts_cli.convert.quantize import QUANT_TYPES
+    from qwen3tts_cli.errors import Qwen3TTSError
+    from qwen3tts_cli.fixtures.checkpoint import SIZES
+
+    if config.size not in SIZES:
+        raise Qwen3TTSError(f"unknown size {config.size!r}", f"use one of {', '.join(SIZES)}")
+    if config.kind not in spec.MODEL_KINDS:
+        raise Qwen3TTSError(f"unknown kind {config.kind!r}", f"use one of {', '.join(spec.MODEL_KINDS)}")
+    unknown = [q for q in config.quants if q not in QUANT_TYPES]
+    if unknown:
+        raise Qwen3TTSError(f"unknown precision {unknown[0]!r}", f"use one of {', '.join(QUANT_TYPES)}")
+    if config.frames < 1 or config.repeats < 1 or config.long_frames < 1:
+        raise Qwen3TTSError("frames, repeats and long frames must be at least 1", "pass positive numbers")
+
+
+_BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_THREAD_VARS = (*_BLAS_VARS, "OMP_WAIT_POLICY", "OPENBLAS_CORETYPE")
+
+
+def _ours_args(folder: Path, config: BenchConfig, threads: int) -> list[str]:
+    args = ["ours", str(folder), "--frames", str(config.frames), "--repeats", str(config.repeats)]
+    args += ["--threads", str(threads), "--seed", str(config.seed), "--long-frames", str(config.long_frames)]
+    if config.greedy:
+        args.append("--greedy")
+    if not config.long_text:
+        args.append("--no-long-text")
+    return args
+
+
+def _one_line(quant: str, entry: dict[str, Any]) -> str:
+    single = entry.get("single")
+    if not single:
+        return f"  {quant}: {entry.get('status')}"
+    return (
+        f"  {quant}: RTF {single['rtf']['median']:.3f} (min {single['rtf']['min']:.3f}), first audio"
+        f" {1000 * single['first_audio_seconds']['median']:.0f} ms, peak RSS {entry['peak_rss_mb']:.0f} MiB,"
+        f" other processes {single['other_cores']['median']:.2f} cores"
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ---- output ---------------------------------------------------------------------------------------------
+def write_report(data: dict[str, Any], out: Path, tag: str = "") -> BenchReport:
+    out.mkdir(parents=True, exist_ok=True)
+    config = data["config"]
+    stem = f"bench-{config['size']}-{'-'.join(config['quants'])}" + (f"-{tag}" if tag else "")
+    markdown = render_markdown(data)
+    json_path, markdown_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    markdown_path.write_text(markdown, encoding="utf-8")
+    return BenchReport(data, markdown, json_path, markdown_path)
+
+
+def _fmt(value: float | None, digits: int = 2, unit: str = "") -> str:
+    if value is None or value != value:  # None or NaN
+        return "–"
+    return f"{value:.{digits}f}{unit}"
+
+
+def _peer_rtf(record: dict[str, Any] | None) -> float | None:
+    if not record or record.get("status") != "ok":
+        return None
+    return record.get("single", {}).get("rtf", {}).get("median")
+
+
+def _ratio(peer: float | None, ours: float | None) -> str:
+    if peer is None or not ours:
+        return "–"
+    return f"{peer / ours:.2f}× faster" if peer >= ours else f"{ours / peer:.2f}× slower"
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    """The human summary: one row per configuration, ratios to each peer, the per-frame split, load."""
+    config, machine = data["config"], data["machine"]
+    lines = [
+        f"# qwen3tts bench: {config['kind']} {config['size']}",
+        "",
+        f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gb')} GB;"
+        f" threads {config['threads']} (numpy BLAS threads: {config.get('blas_threads') or 'inherited'});"
+        f" {config['frames']} frames per run"
+        f" ({config['frames'] / FRAME_RATE:.2f} s of audio), {config['repeats']} runs each,"
+        f" {'greedy' if config['greedy'] else 'sampled'}"
+        f" (seed {config['seed']}); started {data['started']}.",
+        "",
+        "RTF = wall seconds / audio seconds (lower is better; < 1 is faster than real time), median of the"
+        " quiet runs (min in brackets). First audio = time to the first streamed chunk. `other cores` = CPU"
+        f" used by other processes while measuring (median); a run is quiet below {QUIET_CORES}; noisy runs"
+        " are repeated (up to twice the repeats) and left out of the numbers, but kept in the JSON.",
+        "",
+        "| engine | precision | RTF | first audio | peak RSS | long text RTF | other cores"
+        " | vs official | vs vox |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    official_rtf = _peer_rtf(data.get("official"))
+    for quant, entry in data["ours"].items():
+        lines.append(_our_row(quant, entry, official_rtf, data.get("vox", {})))
+    lines.append(_peer_row("official (PyTorch fp32)", data.get("official")))
+    for label, record in data.get("vox", {}).items():
+        lines.append(_peer_row(f"vox-tts {label}", record))
+    lines += ["", "## Where the time goes (ours, ms per frame, single stream)", ""]
+    lines += _split_table(data)
+    lines += ["", "## Conversion", ""]
+    lines += _conversion_table(data)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _vox_label(quant: str) -> str:
+    dtype, vox_quant = QUANT_TO_VOX.get(quant, ("bf16", "q8"))
+    return vox_quant or dtype
+
+
+def _our_row(quant: str, entry: dict[str, Any], official_rtf: float | None, vox: dict[str, Any]) -> str:
+    single = entry.get("single")
+    if not single:
+        return f"| qwen3tts | {quant} | {entry.get('status')} | | | | | | |"
+    rtf = single["rtf"]
+    long = entry.get("long")
+    long_rtf = f"{_fmt(long['rtf']['median'])} ({long['pieces']} pieces)" if long else "–"
+    vox_rtf = _peer_rtf(vox.get(_vox_label(quant)))
+    return (
+        f"| qwen3tts | {quant} | {_fmt(rtf['median'])} ({_fmt(rtf['min'])}) |"
+        f" {_fmt(1000 * single['first_audio_seconds']['median'], 0, ' ms')} |"
+        f" {_fmt(entry.get('peak_rss_mb'), 0, ' MiB')} | {long_rtf} |"
+        f" {_quietness(single)} | {_ratio(official_rtf, rtf['median'])} |"
+        f" {_ratio(vox_rtf, rtf['median'])} |"
+    )
+
+
+def _quietness(single: dict[str, Any]) -> str:
+    runs = single.get("runs", [])
+    quiet = single.get("quiet_runs", len(runs))
+    return f"{_fmt(single.get('other_cores', {}).get('median'))} ({quiet}/{len(runs)} quiet)"
+
+
+def _peer_row(name: str, record: dict[str, Any] | None) -> str:
+    if not record or record.get("status") != "ok":
+        status = (record or {}).get("status", "not run")
+        return f"| {name} | | {status} | | | | | | |"
+    single = record["single"]
+    rtf = single["rtf"]
+    return (
+        f"| {name} | {record.get('precision', '')} | {_fmt(rtf['median'])} ({_fmt(rtf['min'])}) |"
+        f" {_fmt(1000 * single['first_audio_seconds']['median'], 0, ' ms')} |"
+        f" {_fmt(record.get('peak_rss_mb'), 0, ' MiB')} | – |"
+        f" {_quietness(single)} | | |"
+    )
+
+
+def _split_table(data: dict[str, Any]) -> list[str]:
+    head = "| precision | talker | predictor (15 steps) | heads+embeds | sampling | decoder | other | total |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for quant, entry in data["ours"].items():
+        split = entry.get("single", {}).get("per_frame_ms")
+        if not split:
+            continue
+        cells = " | ".join(_fmt(split[k], 1) for k in (*STAGES, "other", "total"))
+        lines.append(f"| {quant} | {cells} |")
+    peers = [("official", data.get("official"))]
+    peers += [(f"vox-tts {label}", record) for label, record in data.get("vox", {}).items()]
+    for label, record in peers:
+        split = (record or {}).get("single", {}).get("per_frame_ms")
+        if not split:
+            continue
+        cells = " | ".join(_fmt(split.get(k), 1) for k in (*STAGES, "other", "total"))
+        lines.append(f"| {label} | {cells} |")
+    prefill = {
+        q: e.get("single", {}).get("per_frame_ms", {}).get("prefill_per_piece")
+        for q, e in data["ours"].items()
+    }
+    lines += [
+        "",
+        "Prompt prefill (ms, once per piece): " + ", ".join(f"{q} {_fmt(v, 0)}" for q, v in prefill.items()),
+    ]
+    return lines
+
+
+def _conversion_table(data: dict[str, Any]) -> list[str]:
+    ckpt = data.get("checkpoint", {})
+    lines = [
+        f"Random checkpoint: {ckpt.get('bytes', 0) / 1e9:.2f} GB, built in"
+        f" {_fmt(ckpt.get('build_seconds'), 1, ' s')}{' (cached)' if ckpt.get('cached') else ''}.",
+        "",
+        "| precision | convert time | convert peak RSS | model folder |",
+        "|---|---|---|---|",
+    ]
+    for quant, entry in data["ours"].items():
+        conv = entry.get("conversion")
+        if not conv:
+            continue
+        lines.append(
+            f"| {quant} | {_fmt(conv.get('seconds'), 1, ' s')} | {_fmt(conv.get('peak_rss_mb'), 0, ' MiB')} |"
+            f" {conv.get('bytes', 0) / 1e6:.0f} MB |"
+        )
+    script = data.get("convert_script")
+    if script:
+        lines += [
+            "",
+            f"`{script.get('command')}`: {script.get('status')},"
+            f" wall {_fmt(script.get('wall_seconds'), 1, ' s')},"
+            f" peak RSS {_fmt(script.get('peak_rss_mb'), 0, ' MiB')}.",
+        ]
+    return lines
+
+
+# ---- worker entry points (`python -m qwen3tts_cli.bench ...`) ---------------------------------------------
+def _convert_worker(source: Path, target: Path, quant: str, threads: int) -> dict[str, Any]:
+    from qwen3tts_cli.convert.converter import convert_checkpoint
+
+    record: dict[str, Any] = {"quant": quant}
+    with cpu_load(record):
+        start = time.perf_counter()
+        convert_checkpoint(source, target, quant=quant, threads=threads, overwrite=True)
+        record["seconds"] = round(time.perf_counter() - start, 2)
+    record["peak_rss_mb"] = round(peak_rss_mb() or 0.0, 1)
+    record["bytes"] = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m qwen3tts_cli.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    ours = sub.add_parser("ours", help="measure one converted folder")
+    ours.add_argument("folder", type=Path)
+    ours.add_argument("--frames", type=int, default=48)
+    ours.add_argument("--repeats", type=int, default=3)
+    ours.add_argument("--threads", type=int, default=2)
+    ours.add_argument("--seed", type=int, default=1234)
+    ours.add_argument("--greedy", action="store_true")
+    ours.add_argument("--no-long-text", action="store_true")
+    ours.add_argument("--long-frames", type=int, default=24)
+    ours.add_argument("--result", type=Path, required=True)
+    convert = sub.add_parser("convert", help="convert a checkpoint, timing it")
+    convert.add_argument("source", type=Path)
+    convert.add_argument("target", type=Path)
+    convert.add_argument("--quant", default="q8_0")
+    convert.add_argument("--threads", type=int, default=2)
+    convert.add_argument("--result", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "ours":
+        record = measure_ours(
+            args.folder,
+            frames=args.frames,
+            repeats=args.repeats,
+            threads=args.threads,
+            greedy=args.greedy,
+            seed=args.seed,
+            long_text=not args.no_long_text,
+            long_frames=args.long_frames,
+        )
+    else:
+        record = _convert_worker(args.source, args.target, args.quant, args.threads)
+    args.result.write_text(json.dumps(record), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Smoke test of the benchmark (`qwen3tts bench`): tiny fixture, 2 frames, no peers.
+
+The real measurements (0.6B / 1.7B shapes, peers) are run by hand; see benchmarks/README.md. This only
+checks that a run produces the JSON and markdown with sane values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from qwen3tts_cli import bench
+from qwen3tts_cli.cli_bench import bench as bench_command
+
+FRAMES = 2
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> bench.BenchReport:
+    root = tmp_path_factory.mktemp("bench")
+    config = bench.BenchConfig(
+        size="tiny",
+        quants=["q8_0"],
+        frames=FRAMES,
+        repeats=2,
+        threads=1,
+        long_frames=FRAMES,
+        workdir=root / "work",
+        out=root / "out",
+        vox_python=root / "no-such-python",
+    )
+    return bench.run_benchmark(config)
+
+
+def test_json_has_the_measurements(report: bench.BenchReport) -> None:
+    data = json.loads(report.json_path.read_text(encoding="utf-8"))
+    assert data["schema"] == bench.SCHEMA
+    assert data["config"]["frames"] == FRAMES and data["config"]["threads"] == 1
+    ours = data["ours"]["q8_0"]
+    assert ours["status"] == "ok"
+    single = ours["single"]
+    assert single["frames"] == FRAMES
+    assert single["pieces"] == 1
+    assert single["audio_seconds"] == pytest.approx(FRAMES / bench.FRAME_RATE)
+    assert 2 <= len(single["runs"]) <= 4  # noisy runs are repeated, at most twice the repeats
+    for run in single["runs"]:
+        assert run["frames"] == FRAMES
+        assert 0 < run["first_audio_seconds"] <= run["wall_seconds"]
+        assert math.isfinite(run["rtf"]) and run["rtf"] > 0
+        assert run["stage_seconds"]["talker"] > 0 and run["stage_seconds"]["predictor"] > 0
+        assert run["stage_seconds"]["decoder"] > 0 and run["stage_seconds"]["prefill"] > 0
+        assert run["load"]["other_cores"] >= 0 and run["load"]["own_cores"] > 0
+    rtf = single["rtf"]
+    assert 0 < rtf["min"] <= rtf["median"] <= rtf["max"] and math.isfinite(rtf["max"])
+    split = single["per_frame_ms"]
+    assert set(bench.STAGES) <= set(split)
+    assert split["total"] >= sum(split[s] for s in bench.STAGES) - 1e-6
+    assert ours["peak_rss_mb"] > 0 and ours["load_seconds"] > 0
+    assert ours["conversion"]["seconds"] > 0 and ours["conversion"]["peak_rss_mb"] > 0
+
+
+def test_long_text_splits_into_pieces(report: bench.BenchReport) -> None:
+    long = report.data["ours"]["q8_0"]["long"]
+    assert long["pieces"] == 3  # three sentences in LONG_TEXT
+    assert long["frames"] == 3 * FRAMES
+    assert long["rtf"]["median"] > 0
+
+
+def test_missing_peers_are_reported(report: bench.BenchReport) -> None:
+    assert report.data["official"]["status"].startswith("not installed")
+    assert all(v["status"].startswith("not installed") for v in report.data["vox"].values())
+    markdown = report.markdown_path.read_text(encoding="utf-8")
+    assert "| qwen3tts | q8_0 |" in markdown
+    assert "official (PyTorch fp32) | | not installed" in markdown
+    assert "## Where the time goes" in markdown
+
+
+def test_reruns_reuse_the_prepared_folders(report: bench.BenchReport, tmp_path: Path) -> None:
+    workdir = Path(report.data["config"]["workdir"])
+    config = bench.BenchConfig(
+        size="tiny", frames=1, repeats=1, threads=1, long_text=False, workdir=workdir, out=tmp_path
+    )
+    again = bench.run_benchmark(config)
+    assert again.data["checkpoint"]["cached"] is True
+    assert again.data["ours"]["q8_0"]["conversion"]["cached"] is True
+    assert "long" not in again.data["ours"]["q8_0"]
+
+
+def test_command_reports_bad_sizes_as_errors(tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(bench_command)
+    result = CliRunner().invoke(
+        app, ["--size", "huge", "--frames", "1", "--workdir", str(tmp_path), "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "error:" in result.output
