@@ -29,6 +29,7 @@ from qwen3tts_cli.cli_speak import open_sinks, output_target, report, speak, sum
 from qwen3tts_cli.cli_voice import (
     GenerationChoice,
     VoiceChoice,
+    batch_size,
     build_request,
     check_catalog_names,
     check_speakable,
@@ -143,6 +144,15 @@ def say(
         ),
     ] = None,
     no_split: Annotated[bool, typer.Option("--no-split", help="Speak the text as one piece.")] = False,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            "--batch",
+            min=1,
+            help="Text pieces generated together in one llama.cpp batch (faster for long text; more memory). "
+            "Default: 4 for files and pipes, 1 with --play.",
+        ),
+    ] = None,
     max_frames: Annotated[
         int | None, typer.Option("--max-frames", min=1, help="At most this many frames (12.5/s) per piece.")
     ] = None,
@@ -206,8 +216,9 @@ def say(
     )
     if seed is None and not greedy:  # pick it here so --json can report it (rerun with --seed N)
         seed = int.from_bytes(os.urandom(4), "little") >> 1
-    generation = GenerationChoice(sampling, seed, max_frames, not no_split, streaming_text)
-    with load_tts(chosen, mode, quant, threads, exact, voices_dir, quiet) as tts:
+    pieces_together = batch_size(batch, spoken, not no_split, play)
+    generation = GenerationChoice(sampling, seed, max_frames, not no_split, streaming_text, pieces_together)
+    with load_tts(chosen, mode, quant, threads, exact, voices_dir, quiet, pieces_together) as tts:
         request = build_request(tts, spoken, choice, generation)
         result = speak(tts, request, sinks, codes_target, quiet)
     facts = summary(tts, target, audio_format, play, request, result, codes_target, started)

@@ -13,6 +13,7 @@ from qwen3tts_cli import spec
 from qwen3tts_cli.catalog import Capabilities
 from qwen3tts_cli.convert.checkpoint import read_json
 from qwen3tts_cli.convert.manifest import Manifest, verify
+from qwen3tts_cli.engine.batch import BatchedFrameGenerator
 from qwen3tts_cli.engine.decoder import StreamingDecoder
 from qwen3tts_cli.engine.encoder import CodecEncoder, SpeakerEncoder
 from qwen3tts_cli.engine.generate import FrameGenerator
@@ -41,14 +42,20 @@ class LoadedModel:
         threads: int | None = None,
         exact: bool = False,
         talker_context: int = DEFAULT_TALKER_CONTEXT,
+        max_batch: int = 1,
         check_files: bool = True,
     ) -> None:
+        """`max_batch` > 1 gives both contexts that many sequence slots (text pieces generated together);
+        each slot has its own KV cache of `talker_context` positions."""
         self.folder = Path(folder)
         self.manifest: Manifest = (
             verify(self.folder, checksums=False) if check_files else Manifest.read(self.folder)
         )
         self.threads = threads or free_cores()
         self.exact = exact
+        if max_batch < 1:
+            raise Qwen3TTSError(f"batch must be >= 1 (got {max_batch})", "pass a positive batch size")
+        self.max_batch = max_batch
         self.config = read_json(self.folder / "config.json")
         generation = self.folder / "generation_config.json"
         self.generation_config = (
@@ -65,6 +72,7 @@ class LoadedModel:
                 n_threads=self.threads,
                 exact=exact,
                 want_logits=True,
+                n_seq_max=max_batch,
             ),
         )
         try:
@@ -72,10 +80,11 @@ class LoadedModel:
                 self.folder / "predictor.gguf",
                 LlamaOptions(
                     n_ctx=PREDICTOR_CONTEXT,
-                    n_batch=16,
+                    n_batch=max(16, 2 * max_batch),  # a frame starts with 2 positions per sequence
                     n_threads=self.threads,
                     exact=exact,
                     want_logits=False,
+                    n_seq_max=max_batch,
                 ),
             )
         except BaseException:
@@ -112,6 +121,17 @@ class LoadedModel:
         rules = TalkerRules.from_talker_config(self.config.get("talker_config", {}), repetition_penalty)
         return FrameGenerator(
             self.talker, self.predictor, self.tables, rules, self.prompt_config.num_code_groups
+        )
+
+    def batched_generator(self, batch: int, repetition_penalty: float) -> BatchedFrameGenerator:
+        rules = TalkerRules.from_talker_config(self.config.get("talker_config", {}), repetition_penalty)
+        return BatchedFrameGenerator(
+            self.talker,
+            self.predictor,
+            self.tables,
+            rules,
+            self.prompt_config.num_code_groups,
+            max_sequences=min(batch, self.max_batch),
         )
 
     # ---- cloning (Base models only) ----------------------------------------------------------------------

@@ -13,9 +13,11 @@ streaming decoder every few frames, so the first audio arrives after a handful o
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,6 +36,7 @@ from qwen3tts_cli.model import DEFAULT_TALKER_CONTEXT, LoadedModel
 from qwen3tts_cli.text import parse_control, split_text
 from qwen3tts_cli.voices import MODE_ICL, MODE_XVECTOR, VoiceLibrary, VoicePack
 
+T = TypeVar("T")
 DEFAULT_SPEAKER = "ryan"
 # Decoder chunk schedule: the first frame is decoded alone (first audio one frame after the prompt), then
 # chunks double up to 12 frames, so playback gets audio early while later calls stay efficient (a 1-frame
@@ -85,6 +88,7 @@ class Request:
     seed: int | None = None
     max_frames: int | None = None  # per piece; None: the model's max_new_tokens, bounded by the context
     split: bool = True  # split long text at sentence ends
+    batch: int = 1  # pieces generated together in one llama.cpp batch (needs a model loaded with max_batch)
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class TTS:
         cache: str | Path | None = None,
         voices_dir: str | Path | None = None,
         talker_context: int = DEFAULT_TALKER_CONTEXT,
+        max_batch: int = 1,
         progress: hub.Progress | None = None,
     ) -> TTS:
         """Open a model by catalog name, official checkpoint folder or converted folder.
@@ -152,7 +157,9 @@ class TTS:
         """
         name = model if model is not None else catalog.default_model(mode).name
         resolved = hub.resolve_model(name, quant, cache=cache, progress=progress)
-        loaded = LoadedModel(resolved.path, threads=threads, exact=exact, talker_context=talker_context)
+        loaded = LoadedModel(
+            resolved.path, threads=threads, exact=exact, talker_context=talker_context, max_batch=max_batch
+        )
         return cls(loaded, VoiceLibrary(voices_dir) if voices_dir else None)
 
     def close(self) -> None:
@@ -209,17 +216,31 @@ class TTS:
 
     def _stream_plan(self, plan: _Plan, on_codes: CodesCallback | None) -> Iterator[AudioChunk]:
         current = [0]
+        frames_of = self._frame_source(plan)
 
-        def piece_samples(index: int, piece: str) -> Iterator[np.ndarray]:
+        def piece_samples(index: int) -> Iterator[np.ndarray]:
             current[0] = index
-            for codes, samples in self._piece_chunks(plan, index, piece):
+            for codes, samples in self._decode_stream(frames_of(index), plan.request.voice):
                 if on_codes is not None:
                     on_codes(index, codes)
                 yield samples
 
-        pieces = (piece_samples(i, p) for i, p in enumerate(plan.pieces))
+        pieces = (piece_samples(i) for i in range(len(plan.pieces)))
         for samples in audio_io.join_pieces(pieces):
             yield AudioChunk(samples, self.sample_rate, current[0])
+
+    def _frame_source(self, plan: _Plan) -> Callable[[int], Iterator[np.ndarray]]:
+        """piece index -> its frames. Solo: one piece after another. Batched: the pieces share every
+        llama.cpp decode, and frames of later pieces wait (as codes: a few bytes each) until their turn."""
+        batch = min(plan.request.batch, self.model.max_batch, len(plan.pieces))
+        if batch <= 1:
+            return lambda index: self._solo_frames(plan, index)
+        return _BatchedPieces(self, plan, batch).frames
+
+    def _solo_frames(self, plan: _Plan, index: int) -> Iterator[np.ndarray]:
+        prompt = self._prompt(plan, plan.pieces[index])
+        settings = self._settings(plan.request, prompt, index)
+        yield from self.model.frame_generator(settings.repetition_penalty).frames(prompt, settings)
 
     # ---- requests -----------------------------------------------------------------------------------------
     def _request(self, text: str, options: Mapping[str, object]) -> Request:
@@ -344,22 +365,19 @@ class TTS:
             **request.sampling.overrides(),
         )
 
-    def _piece_chunks(self, plan: _Plan, index: int, piece: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Generate one piece and decode it incrementally: a few frames first, then larger chunks."""
-        request = plan.request
-        prompt = self._prompt(plan, piece)
-        settings = self._settings(request, prompt, index)
+    def _decode_stream(
+        self, frames: Iterator[np.ndarray], voice: VoicePack | None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Decode one piece's frames incrementally: one frame first, then chunks doubling up to 12."""
         decoder = self.model.decoder
         decoder.reset()
-        voice = request.voice
         if voice is not None and voice.mode == MODE_ICL and voice.reference_codes is not None:
             # the official decode runs reference codes + generated codes and cuts the reference part: prime
             # the causal decoder with the reference frames and drop their audio
             decoder.push(voice.reference_codes)
-        generator = self.model.frame_generator(settings.repetition_penalty)
         buffer: list[np.ndarray] = []
         target = FIRST_CHUNK_FRAMES
-        for frame in generator.frames(prompt, settings):
+        for frame in frames:
             buffer.append(frame)
             if len(buffer) >= target:
                 yield self._decode(buffer)
@@ -415,6 +433,72 @@ class TTS:
             audio_sha256=ref.sha256,
             description=description,
         )
+
+
+class _BatchedPieces:
+    """Frames of every piece from one BatchedFrameGenerator, handed out piece by piece, in order.
+
+    Prompts are built when their piece enters the batch (not all up front: a 100 kB text has thousands of
+    pieces), and the frames of pieces ahead of the one being decoded wait in small queues.
+    """
+
+    def __init__(self, tts: TTS, plan: _Plan, batch: int) -> None:
+        self.tts = tts
+        self.plan = plan
+        count = len(plan.pieces)
+        self.queues: list[deque[np.ndarray]] = [deque() for _ in range(count)]
+        self.done = [False] * count
+        self._prompts: dict[int, Prompt] = {}
+        self._settings: dict[int, GenerationSettings] = {}
+        generator = tts.model.batched_generator(batch, self._setting(0).repetition_penalty)
+        self.events = generator.frames(
+            _Lazy(count, self._prompt), _Lazy(count, self._setting), lead_frames=1, on_finish=self._finish
+        )
+
+    def _prompt(self, index: int) -> Prompt:
+        if index not in self._prompts:
+            self._prompts[index] = self.tts._prompt(self.plan, self.plan.pieces[index])
+        return self._prompts[index]
+
+    def _setting(self, index: int) -> GenerationSettings:
+        if index not in self._settings:
+            self._settings[index] = self.tts._settings(self.plan.request, self._prompt(index), index)
+        return self._settings[index]
+
+    def _finish(self, index: int) -> None:
+        self.done[index] = True
+        self._prompts.pop(index, None)
+        self._settings.pop(index, None)
+
+    def frames(self, index: int) -> Iterator[np.ndarray]:
+        queue = self.queues[index]
+        while True:
+            if queue:
+                yield queue.popleft()
+            elif self.done[index]:
+                return
+            else:
+                event = next(self.events, None)
+                if event is None:  # the generator is exhausted: every piece is complete
+                    self.done = [True] * len(self.done)
+                else:
+                    self.queues[event[0]].append(event[1])
+
+
+class _Lazy(Sequence[T]):
+    """A read-only sequence whose items are computed on access."""
+
+    def __init__(self, length: int, item: Callable[[int], T]) -> None:
+        self._length = length
+        self._item = item
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> T:  # type: ignore[override]
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        return self._item(index)
 
 
 def _default(value: bool | None, official: bool) -> bool:

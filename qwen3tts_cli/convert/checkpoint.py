@@ -69,7 +69,9 @@ def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise Qwen3TTSError(f"cannot read {path}: {exc}", "the file is damaged: download or convert the model again") from exc
+        raise Qwen3TTSError(
+            f"cannot read {path}: {exc}", "the file is damaged: download or convert the model again"
+        ) from exc
 
 
 class Checkpoint:

@@ -1,0 +1,273 @@
+"""The frame loop for several independent texts at once: B sequences share every llama.cpp decode.
+
+On a CPU, one frame of one sequence is bandwidth-bound: the talker's weights are streamed once and the
+code predictor's 15 times, for a single position each. Sequences that live side by side in one context
+(seq ids = slots) reuse each weight read: per step, one talker decode holds one position of every active
+sequence, and one predictor frame is a 2-positions-per-sequence prefill plus 14 decodes of one position
+per sequence. The 15 heads run per row, exactly as in the solo loop (see `_residual_codes`).
+
+Per sequence the semantics are exactly those of `engine.generate.FrameGenerator` (same prompt, settings
+and seed -> the same frames): its own sampler (talker repetition history, seeded stream shared by code 0
+and the residual codes, in the same order), its own limit, EOS / the last allowed token never emitted.
+When a sequence finishes its slot is freed and the next waiting prompt is admitted into it: its prefill
+rides along in the next talker decode (llama.cpp splits the mixed batch into equal micro-batches), so more
+prompts than slots stream through the batch without waiting for the slowest one.
+
+Frames are yielded as `(sequence_index, frame)` as soon as they are complete: per step, in slot order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from qwen3tts_cli.engine.generate import CodecTables
+from qwen3tts_cli.engine.prompt import Prompt
+from qwen3tts_cli.engine.sampling import (
+    GenerationSettings,
+    PredictorSampler,
+    Sampler,
+    TalkerRules,
+    TalkerSampler,
+)
+
+
+class MultiSequenceModel(Protocol):
+    """A decoder stack holding several sequences (the real one is `engine.llama.LlamaModel`)."""
+
+    @property
+    def n_seq_max(self) -> int:
+        """How many sequences (seq ids 0..n_seq_max-1) the context holds."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every sequence."""
+        ...
+
+    def clear_sequence(self, seq: int) -> None:
+        """Forget one sequence."""
+        ...
+
+    def decode_sequences(
+        self, embeds: np.ndarray, seq_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Append row i to sequence seq_ids[i]; (hidden [n, E], logits [n, V] or None) in row order."""
+        ...
+
+
+@dataclass
+class _Sequence:
+    """One prompt in flight: where it lives, how it picks tokens, and the talker output to pick from."""
+
+    index: int  # position in the caller's prompt list
+    slot: int  # seq id in both contexts
+    prompt: Prompt
+    settings: GenerationSettings
+    pick_code0: TalkerSampler
+    pick_residual: PredictorSampler
+    previous: list[int] = field(default_factory=list)  # code-0 tokens so far (repetition penalty)
+    step: int = 0
+    hidden: np.ndarray | None = None  # talker hidden of the last position
+    logits: np.ndarray | None = None  # talker logits of the last position
+
+    def limit_reached(self) -> bool:
+        return self.step == self.settings.max_new_tokens - 1
+
+
+class BatchedFrameGenerator:
+    """Runs the official frame loop for several prompts at once on two multi-sequence models."""
+
+    def __init__(
+        self,
+        talker: MultiSequenceModel,
+        predictor: MultiSequenceModel,
+        tables: CodecTables,
+        rules: TalkerRules,
+        num_code_groups: int = 16,
+        *,
+        max_sequences: int | None = None,
+        joint_prefill: bool = True,
+    ) -> None:
+        """`max_sequences` caps the slots (default: what both contexts hold); `joint_prefill=False`
+        prefills each admitted prompt in its own decode instead of inside the next batched step."""
+        self.talker = talker
+        self.predictor = predictor
+        self.tables = tables
+        self.rules = rules
+        self.num_code_groups = num_code_groups
+        self.slots = min(talker.n_seq_max, predictor.n_seq_max, max_sequences or talker.n_seq_max)
+        if self.slots < 1:
+            raise ValueError("the batch needs at least one sequence slot")
+        self.joint_prefill = joint_prefill
+
+    def frames(
+        self,
+        prompts: Sequence[Prompt],
+        settings: Sequence[GenerationSettings],
+        *,
+        lead_frames: int = 0,
+        on_finish: Callable[[int], None] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (prompt index, int64 [16] frame) until every prompt hit EOS or its limit.
+
+        Frames of one prompt come in order; prompts are admitted in list order as slots free up.
+        `lead_frames > 0` runs the first prompt alone for that many frames before the others join, so a
+        streaming caller's first audio waits neither for their prefills nor for slower batched steps.
+        `on_finish(index)` is called when a prompt has produced its last frame (EOS or limit).
+        """
+        if len(prompts) != len(settings):
+            raise ValueError(f"{len(prompts)} prompts but {len(settings)} settings")
+        waiting = deque(range(len(prompts)))
+        free_slots = deque(range(self.slots))
+        self.talker.clear()
+        held_back: deque[int] = deque()  # prompts waiting for the lead prompt's first frames
+        if lead_frames > 0:
+            held_back = deque(list(waiting)[1:])
+            waiting = deque(list(waiting)[:1])
+        active = self._talk([], self._admit(waiting, free_slots, prompts, settings))
+        lead_emitted = 0
+        while active:
+            still_running, codes0 = self._pick_codes0(active, free_slots)
+            if on_finish is not None:
+                running = {seq.index for seq in still_running}
+                for seq in active:
+                    if seq.index not in running:
+                        on_finish(seq.index)
+            frames = self._residual_codes(still_running, codes0)
+            for seq, frame in zip(still_running, frames, strict=True):
+                lead_emitted += seq.index == 0
+                yield seq.index, frame
+            lead_running = any(seq.index == 0 for seq in still_running)
+            if held_back and (lead_emitted >= lead_frames or not lead_running):
+                waiting.extend(held_back)
+                held_back.clear()
+            newcomers = self._admit(waiting, free_slots, prompts, settings)
+            active = self._talk(list(zip(still_running, frames, strict=True)), newcomers)
+
+    def generate(self, prompts: Sequence[Prompt], settings: Sequence[GenerationSettings]) -> list[np.ndarray]:
+        """All frames of every prompt: one int64 [F_i, 16] array per prompt."""
+        collected: list[list[np.ndarray]] = [[] for _ in prompts]
+        for index, frame in self.frames(prompts, settings):
+            collected[index].append(frame)
+        return [
+            np.stack(frames) if frames else np.zeros((0, self.num_code_groups), dtype=np.int64)
+            for frames in collected
+        ]
+
+    # ---- scheduling ------------------------------------------------------------------------------------
+    def _admit(
+        self,
+        waiting: deque[int],
+        free_slots: deque[int],
+        prompts: Sequence[Prompt],
+        settings: Sequence[GenerationSettings],
+    ) -> list[_Sequence]:
+        """Waiting prompts moved into free slots (lowest index first), each with its own seeded sampler."""
+        admitted = []
+        while waiting and free_slots:
+            index, slot = waiting.popleft(), free_slots.popleft()
+            sampler = Sampler(settings[index].seed)
+            admitted.append(
+                _Sequence(
+                    index=index,
+                    slot=slot,
+                    prompt=prompts[index],
+                    settings=settings[index],
+                    pick_code0=TalkerSampler(self.rules, settings[index].talker, sampler),
+                    pick_residual=PredictorSampler(settings[index].predictor, sampler),
+                )
+            )
+        return admitted
+
+    def _pick_codes0(
+        self, active: list[_Sequence], free_slots: deque[int]
+    ) -> tuple[list[_Sequence], list[int]]:
+        """Code 0 of every active sequence; finished ones (EOS / limit) give their slot back."""
+        still_running: list[_Sequence] = []
+        codes0: list[int] = []
+        for seq in active:
+            code0 = seq.pick_code0(seq.logits, seq.previous)
+            seq.previous.append(code0)
+            # as in the solo loop: EOS and the last allowed token never get residual codes
+            if code0 == self.rules.eos_id or seq.limit_reached():
+                self.talker.clear_sequence(seq.slot)
+                free_slots.append(seq.slot)
+            else:
+                still_running.append(seq)
+                codes0.append(code0)
+        return still_running, codes0
+
+    # ---- talker ----------------------------------------------------------------------------------------
+    def _talk(
+        self, stepping: list[tuple[_Sequence, np.ndarray]], newcomers: list[_Sequence]
+    ) -> list[_Sequence]:
+        """One talker step for every running sequence plus the prefill of the newcomers; returns them all
+        (slot order) with their last hidden state and logits set."""
+        parts: list[tuple[_Sequence, np.ndarray]] = []
+        if stepping:
+            sequences = [seq for seq, _ in stepping]
+            rows = self._frame_embeddings(np.stack([frame for _, frame in stepping]))
+            rows += np.stack([seq.prompt.text_for_step(seq.step) for seq in sequences])
+            for seq in sequences:
+                seq.step += 1
+            parts.extend((seq, row[None]) for seq, row in zip(sequences, rows, strict=True))
+        prefills = [(seq, seq.prompt.prefill) for seq in newcomers]
+        if self.joint_prefill:
+            self._decode_talker(parts + prefills)
+        else:
+            for part in prefills:
+                self._decode_talker([part])
+            if parts:
+                self._decode_talker(parts)
+        return sorted([seq for seq, _ in parts] + newcomers, key=lambda seq: seq.slot)
+
+    def _decode_talker(self, parts: list[tuple[_Sequence, np.ndarray]]) -> None:
+        """Decode all rows in one call; keep each sequence's last hidden state and logits."""
+        if not parts:  # every sequence finished and nothing is waiting
+            return
+        embeds = np.concatenate([rows for _, rows in parts]).astype(np.float32, copy=False)
+        seq_ids = np.concatenate([np.full(len(rows), seq.slot, dtype=np.int64) for seq, rows in parts])
+        hidden, logits = self.talker.decode_sequences(embeds, seq_ids)
+        if logits is None:
+            raise RuntimeError("the talker model must return logits (open it with want_logits=True)")
+        last_rows = np.cumsum([len(rows) for _, rows in parts]) - 1
+        for (seq, _), row in zip(parts, last_rows, strict=True):
+            seq.hidden, seq.logits = hidden[row], logits[row]
+
+    def _frame_embeddings(self, frames: np.ndarray) -> np.ndarray:
+        """[n, H] sums of each frame's code embeddings, added group by group as the solo loop does."""
+        total = self.tables.codec_embed(0, frames[:, 0]).astype(np.float32)
+        for group in range(1, self.num_code_groups):
+            total = total + self.tables.codec_embed(group, frames[:, group])
+        return total
+
+    # ---- code predictor --------------------------------------------------------------------------------
+    def _residual_codes(self, sequences: list[_Sequence], codes0: list[int]) -> list[np.ndarray]:
+        """Codes 1..15 of every running sequence's frame: one fresh predictor sequence per slot, decoded
+        together (2 positions each, then 14 calls of one position each)."""
+        if not sequences:
+            return []
+        frames = np.zeros((len(sequences), self.num_code_groups), dtype=np.int64)
+        frames[:, 0] = codes0
+        slots = np.array([seq.slot for seq in sequences], dtype=np.int64)
+        talker_hidden = np.stack([seq.hidden for seq in sequences]).astype(np.float32)
+        pairs = np.stack([talker_hidden, self.tables.codec_embed(0, frames[:, 0])], axis=1)
+        self.predictor.clear()  # every slot starts a fresh 16-position sequence this frame
+        hidden_rows, _ = self.predictor.decode_sequences(
+            self.tables.project(pairs.reshape(2 * len(sequences), -1)), np.repeat(slots, 2)
+        )
+        hidden = hidden_rows[1::2]
+        for group in range(1, self.num_code_groups):
+            for row, seq in enumerate(sequences):
+                # one row at a time: numpy's f32 matrix-vector product is the solo loop's exact kernel,
+                # and OpenBLAS' sgemm against the transposed head is no faster for these few rows
+                frames[row, group] = seq.pick_residual(self.tables.predictor_head(group, hidden[row]))
+            if group == self.num_code_groups - 1:
+                break
+            embedding = self.tables.codec_embed(group, frames[:, group])
+            hidden, _ = self.predictor.decode_sequences(self.tables.project(embedding), slots)
+        return list(frames)

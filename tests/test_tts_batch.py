@@ -1,0 +1,78 @@
+"""Long text with batched pieces: the same audio and codes as one piece after another."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qwen3tts_cli.convert.converter import convert_checkpoint
+from qwen3tts_cli.fixtures.checkpoint import build_checkpoint
+from qwen3tts_cli.model import LoadedModel
+from qwen3tts_cli.tts import TTS, SamplingOptions
+
+TEXT = (
+    "The first sentence is here and it is long enough. A second one follows it, a little longer than that. "
+    "Then a third sentence arrives with several more words in it. And a fourth closes the paragraph today."
+)
+
+
+@pytest.fixture(scope="module")
+def batched_tts(tmp_path_factory: pytest.TempPathFactory) -> TTS:
+    root = tmp_path_factory.mktemp("batch")
+    checkpoint = build_checkpoint(root / "ckpt", "custom_voice", "tiny", seed=0)
+    folder = convert_checkpoint(checkpoint, root / "model", "f32")
+    tts = TTS(LoadedModel(folder, threads=1, exact=True, max_batch=3))
+    yield tts
+    tts.close()
+
+
+def _speak(tts: TTS, batch: int, **options: object) -> tuple[np.ndarray, list[np.ndarray]]:
+    result = tts.synthesize(TEXT, speaker="vivian", language="english", max_frames=5, batch=batch, **options)
+    assert len(result.pieces) >= 3, result.pieces  # the text really is split
+    return result.samples, result.codes
+
+
+def test_batched_pieces_equal_solo_pieces_greedy(batched_tts: TTS) -> None:
+    solo_audio, solo_codes = _speak(batched_tts, 1, sampling=SamplingOptions(greedy=True))
+    batch_audio, batch_codes = _speak(batched_tts, 3, sampling=SamplingOptions(greedy=True))
+    assert len(batch_codes) == len(solo_codes)
+    for solo, batched in zip(solo_codes, batch_codes, strict=True):
+        assert solo.shape == (5, 16)
+        assert np.array_equal(solo, batched)
+    assert len(batch_audio) == len(solo_audio)
+    assert np.abs(batch_audio - solo_audio).max() <= 1e-5
+
+
+def test_batched_sampling_is_seeded_like_solo(batched_tts: TTS) -> None:
+    _, solo = _speak(batched_tts, 1, seed=11)
+    _, batched = _speak(batched_tts, 2, seed=11)
+    assert all(np.array_equal(a, b) for a, b in zip(solo, batched, strict=True))
+
+
+def test_batched_stream_equals_batched_synthesis(batched_tts: TTS) -> None:
+    whole, _ = _speak(batched_tts, 3, seed=5)
+    streamed = np.concatenate(
+        [
+            chunk.samples
+            for chunk in batched_tts.stream(
+                TEXT, speaker="vivian", language="english", max_frames=5, batch=3, seed=5
+            )
+        ]
+    )
+    assert np.array_equal(whole, streamed)
+
+
+def test_batch_larger_than_the_model_slots_is_capped(batched_tts: TTS) -> None:
+    solo_audio, _ = _speak(batched_tts, 1, seed=2)
+    capped_audio, _ = _speak(batched_tts, 8, seed=2)
+    assert np.array_equal(solo_audio, capped_audio) or np.abs(solo_audio - capped_audio).max() <= 1e-5
+
+
+def test_many_pieces_stream_through_few_slots(batched_tts: TTS) -> None:
+    # 40 sentences through 3 slots: pieces enter the batch as earlier ones finish
+    text = " ".join(f"Sentence number {i} has a few words to say here." for i in range(40))
+    result = batched_tts.synthesize(
+        text, speaker="vivian", max_frames=2, batch=3, sampling=SamplingOptions(greedy=True)
+    )
+    assert len(result.pieces) >= 10
+    assert all(codes.shape == (2, 16) for codes in result.codes)
