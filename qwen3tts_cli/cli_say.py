@@ -150,7 +150,7 @@ def say(
             "--batch",
             min=1,
             help="Text pieces generated together in one llama.cpp batch (faster for long text; more memory). "
-            "Default: 4 for files and pipes, 1 with --play.",
+            "Default: 8 for files and pipes, 1 with --play.",
         ),
     ] = None,
     max_frames: Annotated[

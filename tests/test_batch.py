@@ -180,6 +180,16 @@ def test_lead_frames_release_the_others_when_the_lead_ends_early() -> None:
     assert talker.calls == [[0] * 3, [0], [0], [1] * 4, [1], [1]]  # admitted when the lead stopped
 
 
+def test_on_finish_reports_each_prompt_once_before_the_next_frames() -> None:
+    generator, _, _ = fake_batch([[5, 6, 8, EOS], [11, 12, EOS], [20]], slots=3)
+    prompts = [make_prompt([201]), make_prompt([202]), make_prompt([203])]
+    log: list[object] = []
+    for index, frame in generator.frames(prompts, [GREEDY, GREEDY, greedy(4)], on_finish=log.append):
+        log.append((index, int(frame[0])))
+    # prompt 1 hits EOS at step 2 (reported before that step's frames); 0 (EOS) and 2 (limit) at step 3
+    assert log == [(0, 5), (1, 11), (2, 20), (0, 6), (1, 12), (2, 20), 1, (0, 8), (2, 20), 0, 2]
+
+
 def test_max_sequences_caps_the_slots_and_mismatched_lists_are_refused() -> None:
     generator, _, _ = fake_batch([[5, EOS]] * 4, slots=4, max_sequences=2)
     assert generator.slots == 2
