@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -204,15 +202,7 @@ def test_sampled_runs_are_reproducible_with_a_seed() -> None:
 
 
 # ---- goldens: the whole loop on the converted fixture (real tables, llama.cpp in exact mode) ---------------
-GOLDEN = Path(os.environ.get("QWEN3TTS_GOLDEN_DIR", Path(__file__).parent / "golden"))
-GOLDEN_CASES = sorted(
-    (size_dir.name, case.stem)
-    for size_dir in GOLDEN.glob("*")
-    if (size_dir / "fixture.json").is_file()
-    for case in size_dir.glob("*.npz")
-    if case.stem != "ref_audio"
-)
-assert GOLDEN_CASES, "tests/golden/<size>/ missing: run tests/parity/make_goldens.py"
+from test_prompt import GOLDEN, GOLDEN_CASES  # noqa: E402  (one definition of the golden cases)
 
 
 def fixture_seed(size: str, kind: str) -> int:
