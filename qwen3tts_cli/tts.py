@@ -279,6 +279,8 @@ class TTS:
         if request.voice is not None:
             request.voice.check_compatible(self.model.talker_hidden)
         self._check_language(request.language)
+        if request.batch < 1:
+            raise Qwen3TTSError(f"batch must be >= 1 (got {request.batch})", "pass a positive batch size")
         if request.speaker is not None:
             self._check_speaker(request.speaker)
         controlled = parse_control(

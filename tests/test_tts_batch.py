@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from qwen3tts_cli.convert.converter import convert_checkpoint
+from qwen3tts_cli.errors import Qwen3TTSError
 from qwen3tts_cli.fixtures.checkpoint import build_checkpoint
 from qwen3tts_cli.model import LoadedModel
 from qwen3tts_cli.tts import TTS, SamplingOptions
@@ -76,3 +77,8 @@ def test_many_pieces_stream_through_few_slots(batched_tts: TTS) -> None:
     )
     assert len(result.pieces) >= 10
     assert all(codes.shape == (2, 16) for codes in result.codes)
+
+
+def test_batch_below_one_is_refused(batched_tts: TTS) -> None:
+    with pytest.raises(Qwen3TTSError, match="batch must be >= 1"):
+        batched_tts.synthesize("Hello there.", speaker="vivian", max_frames=2, batch=0)
