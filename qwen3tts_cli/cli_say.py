@@ -158,7 +158,9 @@ def say(
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", help="Sampling seed (random when not given).", rich_help_panel=SAMPLING_PANEL),
+        typer.Option(
+            "--seed", min=0, help="Sampling seed (random when not given).", rich_help_panel=SAMPLING_PANEL
+        ),
     ] = None,
     greedy: Annotated[
         bool,

@@ -181,13 +181,13 @@ DEFAULT_BATCH = 8  # measured (0.6B q8_0, 2 cores): long text RTF 1.93 solo -> 1
 
 def batch_size(requested: int | None, spoken: str, split: bool, play: bool) -> int:
     """Pieces generated together: 1 when playing (each piece must keep up on its own) or for one piece."""
-    from qwen3tts_cli.text import split_text
+    from qwen3tts_cli.text import split_leading_tags, split_text
 
     if not split:
         return 1
     wanted = requested if requested is not None else (1 if play else DEFAULT_BATCH)
     pieces = 0
-    for pieces, _ in enumerate(split_text(spoken), start=1):
+    for pieces, _ in enumerate(split_text(split_leading_tags(spoken)[1]), start=1):  # as TTS.plan splits
         if pieces >= wanted:
             break
     return max(1, min(wanted, pieces))

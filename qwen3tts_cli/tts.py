@@ -211,8 +211,8 @@ class TTS:
 
         `on_codes(piece_index, codes[frames, 16])` receives the generated frames as they are decoded.
         """
-        plan = self.plan(self._request(text, options))
-        yield from self._stream_plan(plan, on_codes)
+        plan = self.plan(self._request(text, options))  # checked now, not at the first next()
+        return self._stream_plan(plan, on_codes)
 
     def _stream_plan(self, plan: _Plan, on_codes: CodesCallback | None) -> Iterator[AudioChunk]:
         current = [0]
@@ -247,7 +247,8 @@ class TTS:
 
     # ---- requests -----------------------------------------------------------------------------------------
     def _request(self, text: str, options: Mapping[str, object]) -> Request:
-        fields = dict(options)
+        # None means "the default" for every option (what a caller forwarding optional values passes)
+        fields = {name: value for name, value in options.items() if value is not None}
         voice = fields.get("voice")
         if voice is not None and not isinstance(voice, VoicePack):
             fields["voice"] = self.voices.resolve(str(voice), talker_hidden_size=self.model.talker_hidden)
@@ -279,8 +280,14 @@ class TTS:
         if request.voice is not None:
             request.voice.check_compatible(self.model.talker_hidden)
         self._check_language(request.language)
-        if request.batch < 1:
-            raise Qwen3TTSError(f"batch must be >= 1 (got {request.batch})", "pass a positive batch size")
+        if not isinstance(request.batch, int) or request.batch < 1:
+            raise Qwen3TTSError(
+                f"batch must be an integer >= 1 (got {request.batch!r})", "pass a positive batch size"
+            )
+        if request.seed is not None and not (isinstance(request.seed, int) and 0 <= request.seed < 2**63):
+            raise Qwen3TTSError(
+                f"seed must be a non-negative integer (got {request.seed!r})", "pass e.g. --seed 7"
+            )
         if request.speaker is not None:
             self._check_speaker(request.speaker)
         controlled = parse_control(

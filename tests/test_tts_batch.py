@@ -80,5 +80,33 @@ def test_many_pieces_stream_through_few_slots(batched_tts: TTS) -> None:
 
 
 def test_batch_below_one_is_refused(batched_tts: TTS) -> None:
-    with pytest.raises(Qwen3TTSError, match="batch must be >= 1"):
+    with pytest.raises(Qwen3TTSError, match="batch must be an integer >= 1"):
         batched_tts.synthesize("Hello there.", speaker="vivian", max_frames=2, batch=0)
+
+
+def test_bad_options_are_refused_when_the_call_is_made(batched_tts: TTS) -> None:
+    with pytest.raises(Qwen3TTSError, match="seed must be a non-negative integer"):
+        batched_tts.synthesize("Hello there.", speaker="vivian", max_frames=2, seed=-1)
+    with pytest.raises(Qwen3TTSError, match="unknown speaker"):
+        batched_tts.stream("Hello there.", speaker="nobody")  # before the first chunk is asked for
+    # None means the default, as a caller forwarding optional values would pass it
+    result = batched_tts.synthesize("Hello there.", speaker="vivian", max_frames=2, sampling=None, seed=None)
+    assert result.codes[0].shape == (2, 16)
+
+
+def test_a_closed_model_refuses_work_instead_of_crashing(batched_tts: TTS) -> None:
+    tts = TTS(LoadedModel(batched_tts.model.folder, threads=1))
+    tts.close()
+    with pytest.raises(Qwen3TTSError, match="is closed"):
+        tts.synthesize("Hello there.", speaker="vivian", max_frames=2)
+
+
+def test_cli_batch_size_counts_the_spoken_pieces_not_the_tags() -> None:
+    from qwen3tts_cli.cli_voice import batch_size
+
+    long_tag = "[" + " ".join(["A long description sentence of a voice that goes on and on here."] * 4) + "]"
+    assert batch_size(None, long_tag + " Hello there, my friend.", split=True, play=False) == 1
+    text = " ".join(f"Sentence number {i} has a few more words to say here." for i in range(12))
+    assert batch_size(None, text, split=True, play=False) == 8
+    assert batch_size(None, text, split=True, play=True) == 1
+    assert batch_size(3, text, split=False, play=False) == 1

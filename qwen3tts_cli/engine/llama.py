@@ -253,13 +253,20 @@ class LlamaModel:
         self._output_flags[:] = 1
 
     # ---- KV cache --------------------------------------------------------------------------------------
+    def _require_open(self) -> None:
+        # a call on a freed context would crash the process (llama.cpp does not check), so refuse it here
+        if not self._ctx:
+            raise Qwen3TTSError(f"the model {self.path.name} is closed", "load the model again")
+
     def clear(self) -> None:
         """Forget every sequence (metadata only: ~20 us)."""
+        self._require_open()
         self._lib.llama_memory_clear(self._memory, False)
         self._seq_past[:] = 0
 
     def clear_sequence(self, seq: int) -> None:
         """Forget one sequence; the others keep their positions."""
+        self._require_open()
         self._check_seq(seq)
         if not self._lib.llama_memory_seq_rm(self._memory, seq, -1, -1):
             raise RuntimeError(f"llama.cpp refused to clear sequence {seq}")
@@ -267,6 +274,7 @@ class LlamaModel:
 
     def rollback(self, pos: int, seq: int = 0) -> None:
         """Forget positions >= pos of sequence `seq`; its next decode continues at `pos`."""
+        self._require_open()
         held = self.positions(seq)
         if not 0 <= pos <= held:
             raise ValueError(f"cannot roll back to {pos}: the sequence has {held} positions")
@@ -295,6 +303,7 @@ class LlamaModel:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Append row i of `embeds` to sequence `seq_ids[i]` (each sequence continues at its own next
         position, rows of one sequence in order); outputs come back in the same row order."""
+        self._require_open()
         embeds = self._as_rows(embeds)
         seqs = np.asarray(seq_ids, dtype=np.int64).reshape(-1)
         if len(seqs) != len(embeds):
@@ -370,6 +379,7 @@ class LlamaModel:
         if self._ctx:
             lib.llama_free(self._ctx)
             self._ctx = None
+            self._memory = None
         if self._model:
             lib.llama_model_free(self._model)
             self._model = None
