@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import tempfile
-import types
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,7 +27,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 OUT = REPO / "tests" / "golden" / "tokenizer" / "ids.json"
 
 import transformers  # noqa: E402  (must come before the torchaudio stub)
@@ -82,25 +81,9 @@ TEMPLATE_CASES: list[tuple[str, str, str]] = [
 ]
 
 
-def stub_torchaudio() -> None:
-    """qwen_tts imports torchaudio.compliance.kaldi (25 Hz tokenizer only); no wheel fits torch 2.13 here."""
-    try:
-        import torchaudio.compliance.kaldi  # noqa: F401
-    except Exception:
-        for name in [n for n in sys.modules if n.startswith("torchaudio")]:
-            del sys.modules[name]
-        root = types.ModuleType("torchaudio")
-        compliance = types.ModuleType("torchaudio.compliance")
-        kaldi = types.ModuleType("torchaudio.compliance.kaldi")
-        root.compliance, compliance.kaldi = compliance, kaldi
-        sys.modules.update(
-            {"torchaudio": root, "torchaudio.compliance": compliance, "torchaudio.compliance.kaldi": kaldi}
-        )
-
-
 def register_qwen3_tts() -> None:
     """The registrations Qwen3TTSModel.from_pretrained performs before loading the processor."""
-    stub_torchaudio()
+    import official  # noqa: F401  (registers the torchaudio stub the official package needs, then imports it)
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSProcessor
 
     AutoConfig.register("qwen3_tts", Qwen3TTSConfig)
