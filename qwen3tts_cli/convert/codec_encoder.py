@@ -250,21 +250,13 @@ def _attention(
         bias = read(f"{name}.{which}.bias") if shape.attention_bias else None
         return linear(g, h, read(f"{name}.{which}.weight"), bias, hint=f"{name}.{which}")
 
-    half = shape.head_dim // 2
-    q = _apply_rope(
-        g,
-        _split_heads(g, proj("q_proj", x), shape.heads, shape.head_dim, f"{name}.q"),
-        *rope,
-        half,
-        f"{name}.q",
-    )
-    k = _apply_rope(
-        g,
-        _split_heads(g, proj("k_proj", x), shape.kv_heads, shape.head_dim, f"{name}.k"),
-        *rope,
-        half,
-        f"{name}.k",
-    )
+    def rotated(which: str, heads: int) -> str:
+        hint = f"{name}.{which}"
+        split = _split_heads(g, proj(f"{which}_proj", x), heads, shape.head_dim, hint)
+        return _apply_rope(g, split, *rope, shape.head_dim // 2, hint)
+
+    q = rotated("q", shape.heads)
+    k = rotated("k", shape.kv_heads)
     v = _split_heads(g, proj("v_proj", x), shape.kv_heads, shape.head_dim, f"{name}.v")
     if shape.kv_heads != shape.heads:  # grouped-query attention: repeat each kv head
         repeat = shape.heads // shape.kv_heads
