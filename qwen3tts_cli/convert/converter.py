@@ -17,7 +17,7 @@ from qwen3tts_cli.convert.codec_decoder import write_decoder_onnx
 from qwen3tts_cli.convert.codec_encoder import write_encoder_onnx
 from qwen3tts_cli.convert.lm import write_predictor_gguf, write_tables, write_talker_gguf
 from qwen3tts_cli.convert.manifest import Manifest
-from qwen3tts_cli.convert.quantize import QUANT_TYPES, quantize_gguf
+from qwen3tts_cli.convert.quantize import LLAMA_FTYPES, QUANT_TYPES, quantize_gguf
 from qwen3tts_cli.convert.speaker import write_speaker_onnx
 from qwen3tts_cli.convert.tokenizer import write_tokenizer_json
 from qwen3tts_cli.errors import Qwen3TTSError
@@ -125,7 +125,8 @@ def _write_all(ckpt: Checkpoint, out: Path, quant: str, threads: int, say: Progr
     say("tokenizer")
     write_tokenizer_json(ckpt.folder, out / "tokenizer.json")
     say("lookup tables")
-    write_tables(ckpt, out / "tables.safetensors")
+    # the integer types get 8-bit predictor heads too; f16/f32 models keep f32 heads only
+    write_tables(ckpt, out / "tables.safetensors", int8_heads=quant in LLAMA_FTYPES)
     say(f"talker ({quant})")
     _write_lm(write_talker_gguf, ckpt, out / "talker.gguf", quant, threads)
     say(f"code predictor ({quant})")

@@ -3,7 +3,8 @@
 Both language models are plain Qwen3 decoder stacks that we always drive with input embeddings, so each
 becomes a standard `qwen3` GGUF with a dummy vocabulary (`tokenizer.ggml.model = "none"`). Everything that
 is not a decoder stack (text embedding + projection, codec embeddings, the 15 predictor heads, the 1.7B
-`small_to_mtp_projection`) goes to `tables.safetensors` and is applied in numpy, exactly as shipped.
+`small_to_mtp_projection`) goes to `tables.safetensors` and is applied in numpy, exactly as shipped (for
+the integer quants the file also holds 8-bit copies of the heads, run by ONNX Runtime: engine/heads.py).
 
 Tensors are streamed: the GGUF header is written from the tensor plan first, then one tensor at a time is
 read (memory-mapped, bf16 widened to f32) and appended, so converting never holds the whole model.
@@ -19,6 +20,7 @@ import gguf
 import numpy as np
 
 from qwen3tts_cli.convert.checkpoint import Checkpoint, LMShape
+from qwen3tts_cli.convert.heads import can_quantize, quantize_head
 from qwen3tts_cli.convert.safetensors import write_safetensors
 from qwen3tts_cli.engine import tables as table_names
 from qwen3tts_cli.errors import Qwen3TTSError
@@ -216,10 +218,12 @@ def _table_sources(ckpt: Checkpoint) -> list[str]:
     return names
 
 
-def write_tables(ckpt: Checkpoint, out_path: str | Path) -> None:
+def write_tables(ckpt: Checkpoint, out_path: str | Path, *, int8_heads: bool = False) -> None:
     """tables.safetensors: the text embedding in its shipped dtype (bf16 bits copied), everything else f32.
 
     Memory-mapped at run time: only the looked-up rows of the 151936-row text embedding are ever paged in.
+    `int8_heads` adds 8-bit copies of the 15 predictor heads (convert/heads.py) for the integer-quantized
+    models, when the predictor width splits into whole blocks; the f32 heads stay for the exact path.
     """
     tensors: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
@@ -232,4 +236,12 @@ def write_tables(ckpt: Checkpoint, out_path: str | Path) -> None:
         else:
             tensors[name] = ckpt.tensor(name)
             dtypes[name] = "F32"
+    if int8_heads and can_quantize(ckpt.predictor_shape.hidden):
+        groups = int(ckpt.talker_config.get("num_code_groups", 16))
+        for group in range(1, groups):
+            codes_name, scales_name = table_names.predictor_head_q8_names(group)
+            tensors[codes_name], tensors[scales_name] = quantize_head(
+                tensors[table_names.predictor_head_name(group)]
+            )
+            dtypes[codes_name], dtypes[scales_name] = "U8", "F32"
     write_safetensors(out_path, tensors, dtypes)

@@ -8,6 +8,7 @@ multi-GB checkpoint never holds more than the tensor being written.
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -102,6 +103,20 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
         begin, end = entry["data_offsets"]
         buf = self._map[self._data_start + begin : self._data_start + end]
         return buf.view(stored).reshape(entry["shape"])
+
+    def release(self, name: str) -> None:
+        """Drop the mapped pages of tensor `name` from this process's RSS (Linux/macOS; else nothing).
+
+        For data a library has already repacked into its own memory: if read again, the pages come back
+        from the file (page cache), so views stay valid.
+        """
+        begin, end = self._entries[name]["data_offsets"]
+        mapping = getattr(self._map, "_mmap", None)  # np.memmap's mmap object
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if mapping is None or advice is None or end <= begin:
+            return
+        start = (self._data_start + begin) // mmap.PAGESIZE * mmap.PAGESIZE  # madvise wants page-aligned
+        mapping.madvise(advice, start, self._data_start + end - start)
 
     def read(self, name: str) -> np.ndarray:
         """Float tensors as float32 (bf16/f16 widened exactly), integer tensors as stored."""

@@ -246,6 +246,14 @@ class BatchedFrameGenerator:
         return total
 
     # ---- code predictor --------------------------------------------------------------------------------
+    def _head_rows(self, group: int, hidden: np.ndarray) -> Sequence[np.ndarray]:
+        """Each row's logits exactly as the solo loop computes them: `Tables.predictor_head_rows` does all
+        rows in one call where that is bit-identical (8-bit heads); other tables go one row at a time."""
+        rows = getattr(self.tables, "predictor_head_rows", None)
+        if rows is not None:
+            return rows(group, hidden)
+        return [self.tables.predictor_head(group, row) for row in hidden]
+
     def _residual_codes(self, sequences: list[_Sequence], codes0: list[int]) -> list[np.ndarray]:
         """Codes 1..15 of every running sequence's frame: one fresh predictor sequence per slot, decoded
         together (2 positions each, then 14 calls of one position each)."""
@@ -262,10 +270,9 @@ class BatchedFrameGenerator:
         )
         hidden = hidden_rows[1::2]
         for group in range(1, self.num_code_groups):
+            logits = self._head_rows(group, hidden)
             for row, seq in enumerate(sequences):
-                # one row at a time: numpy's f32 matrix-vector product is the solo loop's exact kernel,
-                # and OpenBLAS' sgemm against the transposed head is no faster for these few rows
-                frames[row, group] = seq.pick_residual(self.tables.predictor_head(group, hidden[row]))
+                frames[row, group] = seq.pick_residual(logits[row])
             if group == self.num_code_groups - 1:
                 break
             embedding = self.tables.codec_embed(group, frames[:, group])
