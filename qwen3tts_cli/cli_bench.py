@@ -28,7 +28,10 @@ def bench(
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs per measurement (min and median).")] = 3,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: free cores).")] = None,
     long_text: Annotated[bool, typer.Option(help="Also time several sentences (-> pieces).")] = True,
-    long_frames: Annotated[int, typer.Option(min=1, help="Frames per piece of the long text.")] = 24,
+    long_frames: Annotated[int, typer.Option(min=1, help="Frames per piece of the long text.")] = 56,
+    long_batch: Annotated[
+        int, typer.Option(min=1, help="Pieces of the long text generated together (as `say --batch`).")
+    ] = 8,
     greedy: Annotated[bool, typer.Option(help="Greedy decoding instead of the model's sampling.")] = False,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1234,
     workdir: Annotated[
@@ -60,6 +63,7 @@ def bench(
         threads=threads,
         long_text=long_text,
         long_frames=long_frames,
+        long_batch=long_batch,
         greedy=greedy,
         seed=seed,
         workdir=workdir,

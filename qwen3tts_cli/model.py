@@ -18,6 +18,7 @@ from qwen3tts_cli.engine.decoder import StreamingDecoder
 from qwen3tts_cli.engine.encoder import CodecEncoder, SpeakerEncoder
 from qwen3tts_cli.engine.generate import FrameGenerator
 from qwen3tts_cli.engine.llama import LlamaModel, LlamaOptions, free_cores
+from qwen3tts_cli.engine.pipeline import BackgroundDecoder, CoreShare
 from qwen3tts_cli.engine.prompt import PromptConfig
 from qwen3tts_cli.engine.sampling import TalkerRules
 from qwen3tts_cli.engine.tables import Tables
@@ -63,7 +64,8 @@ class LoadedModel:
         )
         self.prompt_config = PromptConfig.from_config(self.config)
         self.tokenizer = TextTokenizer(self.folder / "tokenizer.json")
-        self.tables = Tables(self.folder / "tables.safetensors")
+        # exact = f32 everywhere: the 8-bit predictor heads only in the default (fast) mode
+        self.tables = Tables(self.folder / "tables.safetensors", int8_heads=not exact)
         self.talker = LlamaModel(
             self.folder / "talker.gguf",
             LlamaOptions(
@@ -90,7 +92,15 @@ class LoadedModel:
         except BaseException:
             self.talker.close()
             raise
-        self.decoder = StreamingDecoder(self.folder / "codec_decoder.onnx", threads=self.threads)
+        # the codec decoder runs on a worker thread beside the LMs, which yield it its cores meanwhile
+        self.cores = CoreShare.split(self.threads)
+        if self.cores.overlaps:
+            self.talker.threads_source = self.predictor.threads_source = self.cores.lm_threads
+        self.decoder = StreamingDecoder(
+            self.folder / "codec_decoder.onnx",
+            threads=self.cores.decoder_threads if self.cores.overlaps else self.threads,
+        )
+        self.background_decoder = BackgroundDecoder(self.cores)
 
     # ---- facts ------------------------------------------------------------------------------------------
     @property
@@ -150,6 +160,7 @@ class LoadedModel:
         return SpeakerEncoder(path, threads=self.threads)
 
     def close(self) -> None:
+        self.background_decoder.close()
         self.talker.close()
         self.predictor.close()
 

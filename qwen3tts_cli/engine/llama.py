@@ -23,6 +23,7 @@ import collections
 import ctypes
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -169,6 +170,10 @@ class LlamaModel:
         if not self.path.is_file():
             raise Qwen3TTSError(f"{self.path} does not exist", "re-convert the model folder")
         self.n_threads = self.options.n_threads or free_cores()
+        # when set, asked before every decode how many threads to use now (at most n_threads): the codec
+        # decoder may be running on the other cores (engine/pipeline.py)
+        self.threads_source: Callable[[], int] | None = None
+        self._threads_now = self.n_threads
         if self.options.n_seq_max < 1:
             raise ValueError(f"n_seq_max must be >= 1, got {self.options.n_seq_max}")
         self._load_model()
@@ -355,6 +360,7 @@ class LlamaModel:
         for slot in np.flatnonzero(self._slot_seq[:n] != seqs):  # seq ids live in per-slot C arrays
             self._batch.seq_id[slot][0] = int(seqs[slot])
             self._slot_seq[slot] = seqs[slot]
+        self._apply_thread_count()
         status = self._lib.llama_decode(self._ctx, self._batch)
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status}: {recent_llama_errors()}")
@@ -368,6 +374,14 @@ class LlamaModel:
                 self._lib.llama_get_logits(self._ctx), shape=(n, self.n_vocab)
             ).copy()
         return hidden, logits
+
+    def _apply_thread_count(self) -> None:
+        if self.threads_source is None:
+            return
+        wanted = max(1, min(self.n_threads, int(self.threads_source())))
+        if wanted != self._threads_now:
+            self._lib.llama_set_n_threads(self._ctx, wanted, wanted)
+            self._threads_now = wanted
 
     # ---- lifetime --------------------------------------------------------------------------------------
     def close(self) -> None:
