@@ -75,6 +75,9 @@ class LoadedModel:
                 exact=exact,
                 want_logits=True,
                 n_seq_max=max_batch,
+                # quantized models keep a q8_0 KV cache too: half the memory (-58 MB at 0.6B), same speed
+                kv_type="q8_0" if self._q8_kv else "f16",
+                flash_attn="on" if self._q8_kv else "auto",
             ),
         )
         try:
@@ -103,6 +106,20 @@ class LoadedModel:
         self.background_decoder = BackgroundDecoder(self.cores)
 
     # ---- facts ------------------------------------------------------------------------------------------
+    @property
+    def quantized(self) -> bool:
+        """LMs in an 8-bit or narrower type (the fast path: 8-bit heads and KV cache too)."""
+        return self.manifest.quant not in ("f32", "f16")
+
+    @property
+    def _q8_kv(self) -> bool:
+        """A q8_0 KV cache: for quantized models whose attention heads fill whole q8_0 blocks (32 values)."""
+        talker = self.config.get("talker_config", {})
+        head_dim = talker.get("head_dim") or talker.get("hidden_size", 0) // max(
+            1, talker.get("num_attention_heads", 1)
+        )
+        return self.quantized and int(head_dim) % 32 == 0
+
     @property
     def kind(self) -> str:
         return self.manifest.kind

@@ -42,11 +42,13 @@ from qwen3tts_cli.voices import MODE_ICL, MODE_XVECTOR, VoiceLibrary, VoicePack
 T = TypeVar("T")
 DEFAULT_SPEAKER = "ryan"
 # Decoder chunk schedule: the first frame is decoded alone (first audio one frame after the prompt), then
-# chunks double up to 8 frames, so playback gets audio early while later calls stay efficient (a 1-frame
-# decoder call costs ~20 ms more per frame than an 8-frame one; 8 frames cost the same per frame as 12 and
-# need ~95 MB less activation memory at 0.6B).
+# chunks double up to CHUNK_FRAMES, so playback gets audio early while later calls stay efficient. The
+# decoder's activation memory grows with the chunk (0.6B: peak RSS 1.47 GB at 4 frames, 1.56 at 8, 1.65 at
+# 12) while its cost per frame barely moves from 4 frames up (1 thread: 71-76 ms at 4, 68-70 at 8 and 12;
+# 85 at 2). One stream uses 4; batched pieces, which already pay for several KV caches, use 8.
 FIRST_CHUNK_FRAMES = 1
-CHUNK_FRAMES = 8
+CHUNK_FRAMES = 4
+BATCHED_CHUNK_FRAMES = 8
 
 
 @dataclass(frozen=True)
@@ -235,12 +237,15 @@ class TTS:
         finally:
             pieces.abandon()
 
+    def _batch_size(self, plan: _Plan) -> int:
+        return min(plan.request.batch, self.model.max_batch, len(plan.pieces))
+
     def _frame_events(self, plan: _Plan) -> Iterator[tuple[int, np.ndarray | None]]:
         """(piece index, frame) as generated, and (piece index, None) once a piece has no more frames.
 
         Solo: one piece after another. Batched: the pieces share every llama.cpp decode, so frames of
         different pieces interleave."""
-        batch = min(plan.request.batch, self.model.max_batch, len(plan.pieces))
+        batch = self._batch_size(plan)
         if batch > 1:
             yield from _BatchedPieces(self, plan, batch).events()
             return
@@ -436,7 +441,7 @@ class _PieceAudio:
 
     The caller pulls audio; while the next chunk is still decoding, another frame is generated, so the
     language models and the codec decoder work at the same time. The chunk boundaries depend only on the
-    frame counts (the first piece: 1, 2, 4, then CHUNK_FRAMES frames; later pieces: CHUNK_FRAMES), never
+    frame counts (the first piece: 1, 2, 4, ... up to the chunk size; later pieces: the chunk size), never
     on timing, so the audio is the same whatever the machine's speed.
     """
 
@@ -444,9 +449,11 @@ class _PieceAudio:
         model = tts.model
         self.background = model.background_decoder
         self.events = tts._frame_events(plan)
+        self.chunk_frames = BATCHED_CHUNK_FRAMES if tts._batch_size(plan) > 1 else CHUNK_FRAMES
         self.exhausted = False
         self.started = False
         self.pieces: dict[int, _PieceChunks] = {}
+        self.background.set_lm_busy(True)
         self.primed = model.decoder.stream()
         self.priming: Future[np.ndarray] | None = None
         voice = plan.request.voice
@@ -458,8 +465,8 @@ class _PieceAudio:
 
     def _piece(self, index: int) -> _PieceChunks:
         if index not in self.pieces:
-            first = FIRST_CHUNK_FRAMES if index == 0 else CHUNK_FRAMES
-            self.pieces[index] = _PieceChunks(self.primed.fork(), first)
+            first = FIRST_CHUNK_FRAMES if index == 0 else self.chunk_frames
+            self.pieces[index] = _PieceChunks(self.primed.fork(), first, self.chunk_frames)
         return self.pieces[index]
 
     def _step(self) -> None:
@@ -467,6 +474,7 @@ class _PieceAudio:
         event = next(self.events, None)
         if event is None:
             self.exhausted = True
+            self.background.set_lm_busy(False)  # the rest is decoding: every core may take a chunk
             for piece in self.pieces.values():
                 piece.finish(self.background)
             return
@@ -489,6 +497,9 @@ class _PieceAudio:
                         self.priming = None
                     piece.chunks.popleft()
                     self.started = True
+                    if not future.done():
+                        with self.background.lm_idle():
+                            future.result()
                     yield codes, future.result()
                     continue
             elif piece.finished or self.exhausted:
@@ -500,14 +511,16 @@ class _PieceAudio:
         """The caller stopped listening: drop the chunks not yet decoded."""
         self.background.cancel([f for piece in self.pieces.values() for _, f in piece.chunks])
         self.pieces.clear()
+        self.background.set_lm_busy(False)
 
 
 class _PieceChunks:
     """One piece's frames, cut into decoder chunks; the chunks' audio arrives through futures."""
 
-    def __init__(self, stream: DecoderStream, first_chunk: int) -> None:
+    def __init__(self, stream: DecoderStream, first_chunk: int, chunk: int) -> None:
         self.stream = stream
         self.target = first_chunk
+        self.chunk = chunk
         self.buffer: list[np.ndarray] = []
         self.chunks: deque[tuple[np.ndarray, Future[np.ndarray]]] = deque()
         self.finished = False
@@ -516,7 +529,7 @@ class _PieceChunks:
         self.buffer.append(frame)
         if len(self.buffer) >= self.target:
             self._submit(background)
-            self.target = min(CHUNK_FRAMES, self.target * 2)
+            self.target = min(self.chunk, self.target * 2)
 
     def finish(self, background: BackgroundDecoder) -> None:
         if self.buffer:

@@ -83,39 +83,95 @@ def test_cloned_voice_primes_the_decoder_once_for_all_pieces(folders: dict[str, 
         tts.close()
 
 
+class _GatedStream:
+    """A fake decoder stream whose push blocks until released; records how many run at once."""
+
+    live = 0
+    most = 0
+    lock = threading.Lock()
+
+    def __init__(self, parent: _GatedStream | None = None) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.parent = parent
+        self.order: list[str] = []
+
+    @property
+    def parent_id(self) -> int | None:
+        return None if self.parent is None else id(self.parent)
+
+    def push(self, codes: np.ndarray) -> np.ndarray:
+        with _GatedStream.lock:
+            _GatedStream.live += 1
+            _GatedStream.most = max(_GatedStream.most, _GatedStream.live)
+        self.started.set()
+        try:
+            assert self.release.wait(10)
+            return codes.astype(np.float32).ravel()
+        finally:
+            with _GatedStream.lock:
+                _GatedStream.live -= 1
+            self.parent = None
+
+
+class _FailingStream:
+    parent_id = None
+
+    def push(self, codes: np.ndarray) -> np.ndarray:
+        raise RuntimeError("decoder broke")
+
+
 def test_lm_threads_drop_while_a_chunk_decodes() -> None:
     cores = CoreShare.split(2)
     assert (cores.total, cores.decoder_threads, cores.lm_threads()) == (2, 1, 2)
     background = BackgroundDecoder(cores)
-    started, release = threading.Event(), threading.Event()
-
-    class SlowStream:
-        def push(self, codes: np.ndarray) -> np.ndarray:
-            started.set()
-            release.wait(10)
-            return codes.astype(np.float32).ravel()
-
-    class FailingStream:
-        def push(self, codes: np.ndarray) -> np.ndarray:
-            raise RuntimeError("decoder broke")
-
+    background.set_lm_busy(True)
+    first, second = _GatedStream(), _GatedStream()
     try:
-        future = background.submit(SlowStream(), np.arange(4).reshape(2, 2))  # type: ignore[arg-type]
-        assert cores.lm_threads() == 1  # counted from the submission on, before the worker starts
-        assert started.wait(10)
-        assert cores.lm_threads() == 1
-        queued = background.submit(SlowStream(), np.zeros((1, 2)))  # type: ignore[arg-type]
+        future = background.submit(first, np.arange(4).reshape(2, 2))  # type: ignore[arg-type]
+        assert cores.lm_threads() == 1  # counted from the submission on, before a worker starts
+        assert first.started.wait(10)
+        queued = background.submit(second, np.zeros((1, 2)))  # type: ignore[arg-type]
+        assert not second.started.wait(0.3)  # beside a busy LM only one chunk runs
         background.cancel([queued])  # not started yet: dropped, and no longer counted
-        release.set()
+        first.release.set()
         assert np.array_equal(future.result(10), [0, 1, 2, 3])
-        assert queued.cancelled()
-        assert cores.lm_threads() == 2
-        failed = background.submit(FailingStream(), np.zeros((1, 2)))  # type: ignore[arg-type]
+        assert queued.cancelled() and cores.lm_threads() == 2
+        failed = background.submit(_FailingStream(), np.zeros((1, 2)))  # type: ignore[arg-type]
         with pytest.raises(RuntimeError, match="decoder broke"):
             failed.result(10)
         assert cores.lm_threads() == 2
     finally:
-        release.set()
+        first.release.set()
+        background.close()
+
+
+def test_idle_lm_lets_every_core_decode_but_a_stream_stays_in_order() -> None:
+    cores = CoreShare.split(2)
+    background = BackgroundDecoder(cores)
+    _GatedStream.most = 0
+    a, b = _GatedStream(), _GatedStream()
+    child = _GatedStream(parent=a)  # must not start before a's queued chunks are done
+    try:
+        background.set_lm_busy(False)
+        a1 = background.submit(a, np.zeros((1, 2)))  # type: ignore[arg-type]
+        a2 = background.submit(a, np.ones((1, 2)))  # type: ignore[arg-type]
+        c1 = background.submit(child, np.ones((1, 2)))  # type: ignore[arg-type]
+        b1 = background.submit(b, np.ones((1, 2)))  # type: ignore[arg-type]
+        assert a.started.wait(10) and b.started.wait(10)  # two streams at once on two cores
+        assert _GatedStream.most == 2
+        assert not child.started.is_set() and not a2.running()
+        b.release.set()
+        a.release.set()
+        for future in (a1, a2, b1):
+            future.result(10)
+        assert child.started.wait(10)  # only after both of its parent's chunks
+        child.release.set()
+        c1.result(10)
+        assert cores.lm_threads() == 2
+    finally:
+        for stream in (a, b, child):
+            stream.release.set()
         background.close()
 
 
@@ -124,11 +180,14 @@ def test_one_core_decodes_inline_and_big_machines_split() -> None:
     assert not one.overlaps and one.lm_threads() == 1
     future = BackgroundDecoder(one).submit(_Echo(), np.ones((1, 3)))  # type: ignore[arg-type]
     assert future.done() and one.lm_threads() == 1
+    assert BackgroundDecoder(CoreShare.split(2)).max_workers == 2
     assert (CoreShare.split(4).decoder_threads, CoreShare.split(8).decoder_threads) == (1, 2)
-    assert CoreShare.split(8).lm_threads() == 8
+    assert CoreShare.split(8).lm_threads() == 8 and BackgroundDecoder(CoreShare.split(8)).max_workers == 4
 
 
 class _Echo:
+    parent_id = None
+
     def push(self, codes: np.ndarray) -> np.ndarray:
         return codes.ravel()
 

@@ -142,6 +142,11 @@ class DecoderStream:
         self._parent = parent
 
     @property
+    def parent_id(self) -> int | None:
+        """Identity of the stream whose state this one still has to take (None once taken)."""
+        return None if self._parent is None else id(self._parent)
+
+    @property
     def state(self) -> DecoderState:
         if self._state is None:
             assert self._parent is not None
