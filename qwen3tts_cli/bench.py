@@ -257,14 +257,24 @@ def prepare_checkpoint(workdir: Path, kind: str, size: str, seed: int, say: Say)
     return target, {**record, "cached": False}
 
 
+def _current_conversion(folder: Path) -> bool:
+    from qwen3tts_cli.convert.manifest import CONVERTER_VERSION
+
+    try:
+        return json.loads((folder / "manifest.json").read_text())["converter_version"] == CONVERTER_VERSION
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def prepare_converted(
     workdir: Path, checkpoint: Path, kind: str, size: str, quant: str, seed: int, threads: int, say: Say
 ) -> tuple[Path, dict]:
     """The checkpoint converted at `quant` (in a subprocess, so its time and peak memory are its own)."""
     target = converted_dir(workdir, kind, size, quant, seed)
     record_file = target.parent / f"{target.name}.convert.json"
-    if (target / "manifest.json").is_file() and record_file.is_file():
+    if _current_conversion(target) and record_file.is_file():
         return target, {**json.loads(record_file.read_text()), "cached": True}
+    shutil.rmtree(target, ignore_errors=True)  # missing, unfinished or made by an older converter
     say(f"converting to {quant} in {target} ...")
     target.parent.mkdir(parents=True, exist_ok=True)
     record = _run_worker(

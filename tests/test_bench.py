@@ -103,3 +103,22 @@ def test_command_reports_bad_sizes_as_errors(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "error:" in result.output
+
+
+def test_a_folder_from_an_older_converter_is_converted_again(tmp_path: Path, checkpoint_factory) -> None:
+    from qwen3tts_cli.convert.manifest import CONVERTER_VERSION
+
+    checkpoint = checkpoint_factory("custom_voice", "tiny")
+    target = bench.converted_dir(tmp_path, "custom_voice", "tiny", "q8_0")
+    target.mkdir(parents=True)
+    (target / "manifest.json").write_text(json.dumps({"converter_version": "0"}))
+    (target.parent / f"{target.name}.convert.json").write_text(json.dumps({"seconds": 1.0}))
+    folder, record = bench.prepare_converted(
+        tmp_path, checkpoint, "custom_voice", "tiny", "q8_0", 0, 1, lambda _line: None
+    )
+    assert folder == target and not record.get("cached")
+    assert json.loads((target / "manifest.json").read_text())["converter_version"] == CONVERTER_VERSION
+    _, again = bench.prepare_converted(
+        tmp_path, checkpoint, "custom_voice", "tiny", "q8_0", 0, 1, lambda _line: None
+    )
+    assert again["cached"]
