@@ -163,6 +163,13 @@ class TimedTables:
         finally:
             self.seconds += time.perf_counter() - start
 
+    def predictor_head_rows(self, group: int, hidden: np.ndarray) -> Sequence[np.ndarray]:
+        start = time.perf_counter()
+        try:
+            return self.tables.predictor_head_rows(group, hidden)
+        finally:
+            self.seconds += time.perf_counter() - start
+
 
 @dataclass
 class StepClock:
@@ -242,7 +249,7 @@ def make_prompts(folder: Path, count: int) -> tuple[Tables, list[Prompt], dict[s
     config = read_json(folder / "config.json")
     prompt_config = PromptConfig.from_config(config)
     tokenizer = TextTokenizer(folder / "tokenizer.json")
-    tables = Tables(folder / "tables.safetensors")
+    tables = Tables(folder / "tables.safetensors", int8_heads=True)  # as the product: 8-bit where stored
     speaker = next(iter(prompt_config.speaker_ids))
     prompts = [
         custom_voice_prompt(
@@ -278,7 +285,15 @@ def open_pair(setup: Setup, slots: int) -> tuple[LlamaModel, LlamaModel]:
     talker_ctx = 256 * -(-(longest + setup.frames + 8) // 256)
     talker = LlamaModel(
         setup.folder / "talker.gguf",
-        LlamaOptions(n_ctx=talker_ctx, n_threads=setup.threads, n_seq_max=slots, kv_unified=setup.unified),
+        LlamaOptions(
+            n_ctx=talker_ctx,
+            n_threads=setup.threads,
+            n_seq_max=slots,
+            kv_unified=setup.unified,
+            # as LoadedModel for quantized models: a q8_0 KV cache (f16 for f16/f32 weights)
+            kv_type="f16" if read_json(setup.folder / "manifest.json")["quant"] in ("f16", "f32") else "q8_0",
+            flash_attn="on",
+        ),
     )
     predictor = LlamaModel(
         setup.folder / "predictor.gguf",

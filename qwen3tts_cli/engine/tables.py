@@ -72,14 +72,17 @@ class Tables:
         self._fc2_w = self._file.read(TEXT_FC2_WEIGHT)
         self._fc2_b = self._file.read(TEXT_FC2_BIAS)
         self._text_is_bf16 = self._file.dtype(TEXT_EMBEDDING) == "BF16"
-        self._embeddings = [self._file.read(TALKER_CODEC_EMBEDDING)]
+        # codec embeddings: f32 rows read from the file per lookup (a mapping would grow to the whole tables)
+        self._embeddings = [self._file.rows(TALKER_CODEC_EMBEDDING)]
         self._heads: list[np.ndarray | None] = [None]  # group 0's head is the talker's `output`
         group = 1
         while predictor_embedding_name(group) in names:
-            self._embeddings.append(self._file.read(predictor_embedding_name(group)))
+            self._embeddings.append(self._file.rows(predictor_embedding_name(group)))
             self._heads.append(self._file.read(predictor_head_name(group)))
             group += 1
         self.num_groups = group
+        if any(table.dtype != np.float32 for table in self._embeddings):
+            raise Qwen3TTSError(f"{self.path} has codec embeddings that are not f32", "re-convert the model")
         self.talker_hidden = int(self._embeddings[0].shape[1])
         self._proj_w: np.ndarray | None = None
         self._proj_b: np.ndarray | None = None
