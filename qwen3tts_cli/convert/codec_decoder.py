@@ -189,24 +189,33 @@ class _DecoderGraphBuilder:
         self.g.add_output(audio, AUDIO_OUTPUT, np.float32, [1, "samples"])
 
     def quantizer(self, codes: str) -> str:
-        """Sum of the 16 codebook rows, each already projected by its RVQ's output_proj (folded at build)."""
+        """SplitRVQ decode as in the official: sum the dequantised rows of rvq_first (level 0) and of
+        rvq_rest (levels 1..) separately, project each sum by its RVQ's 1x1 output_proj (no bias), add.
+        The codebooks stay unprojected ([K, 256] instead of [K, 512]): half the largest initializer."""
         s = self.shape
         tables = [self.codebook("rvq_first", 0)]
         tables += [self.codebook("rvq_rest", level) for level in range(s.num_quantizers - 1)]
-        table = np.concatenate(tables, axis=0)  # [Q * K, codebook_dim]
+        table = np.concatenate(tables, axis=0)  # [Q * K, vq_dim]
         offsets = self.g.const(np.arange(s.num_quantizers, dtype=np.int64) * s.codebook_size)
         rows = self.g.op(
             "Gather", self.g.weight(table, "codebooks"), self.g.op("Add", codes, offsets), axis=0
-        )
-        return og.reduce_sum(self.g, rows, [2], keepdims=False, hint="codebook_sum")
+        )  # [1, N, Q, vq_dim]
+        projected: list[str] = []
+        for rvq, start, end in (("rvq_first", 0, 1), ("rvq_rest", 1, s.num_quantizers)):
+            group = og.slice_axis(self.g, rows, 2, start, end, hint=f"{rvq}.rows")
+            summed = og.reduce_sum(self.g, group, [2], keepdims=False, hint=f"{rvq}.sum")
+            projected.append(og.linear(self.g, summed, self.output_proj(rvq), hint=f"{rvq}.output_proj"))
+        return self.g.op("Add", *projected, hint="codebook_sum")
 
     def codebook(self, rvq: str, level: int) -> np.ndarray:
-        """Dequantised codebook (embedding_sum / usage) times the RVQ's 1x1 output_proj: [K, codebook_dim]."""
+        """Dequantised codebook (embedding_sum / usage): [K, vq_dim]."""
         prefix = f"quantizer.{rvq}.vq.layers.{level}._codebook"
         usage = np.maximum(self.tensor(f"{prefix}.cluster_usage"), _CLUSTER_USAGE_EPS)
-        embedding = self.tensor(f"{prefix}.embedding_sum") / usage[:, None]
-        projection = self.tensor(f"quantizer.{rvq}.output_proj.weight")[:, :, 0]  # [out, in]
-        return (embedding @ projection.T).astype(np.float32)
+        return (self.tensor(f"{prefix}.embedding_sum") / usage[:, None]).astype(np.float32)
+
+    def output_proj(self, rvq: str) -> np.ndarray:
+        """The RVQ's 1x1 Conv1d output_proj as a linear weight: [codebook_dim, vq_dim]."""
+        return self.tensor(f"quantizer.{rvq}.output_proj.weight")[:, :, 0]
 
     # ---- causal convolutions with carried history ----------------------------------------------------
     def causal_conv(self, x: str, weight_name: str, state: str, dilation: int = 1, groups: int = 1) -> str:

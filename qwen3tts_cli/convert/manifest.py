@@ -14,7 +14,9 @@ from qwen3tts_cli.errors import Qwen3TTSError
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 # Bump when converted files change meaning, so caches made by an older converter are rebuilt.
-CONVERTER_VERSION = "2"  # 2: 8-bit predictor heads in tables.safetensors
+# 2: 8-bit predictor heads in tables.safetensors
+# 3: unfolded codec decoder codebooks (-33 MB)
+CONVERTER_VERSION = "3"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
