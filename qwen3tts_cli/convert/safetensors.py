@@ -50,6 +50,10 @@ class TensorRows:
         self._row_bytes = cols * dtype.itemsize
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._lock = threading.Lock()  # the seek+read fallback (no pread, e.g. Windows) shares a position
+        if hasattr(os, "posix_fadvise"):
+            # have the kernel read the table into its page cache now (not our RSS): a lookup that had to
+            # wait for the disk cost ~100 us per row, ~3.6 ms per frame at 0.6B
+            os.posix_fadvise(self._fd, offset, rows * self._row_bytes, os.POSIX_FADV_WILLNEED)
 
     def __getitem__(self, ids: np.ndarray | list[int] | int) -> np.ndarray:
         index = np.asarray(ids, dtype=np.int64)
