@@ -50,11 +50,13 @@ class CoreShare:
             busy = self._pending > 0
         return self.total - self.decoder_threads if busy else self.total
 
-    def _begin(self) -> None:
+    def chunk_queued(self) -> None:
+        """A decoder chunk was queued: llama.cpp leaves the decoder its cores until it is done."""
         with self._lock:
             self._pending += 1
 
-    def _end(self) -> None:
+    def chunk_done(self) -> None:
+        """A queued chunk finished, failed or was dropped."""
         with self._lock:
             self._pending -= 1
 
@@ -84,10 +86,10 @@ class BackgroundDecoder:
             return _done(lambda: stream.push(codes))
         job = _Job(stream, codes)
         # counted as busy from now on, so llama.cpp's next decode already leaves the decoder its cores
-        self.cores._begin()
+        self.cores.chunk_queued()
         with self._cv:
             if self._closed:
-                self.cores._end()
+                self.cores.chunk_done()
                 raise RuntimeError("the background decoder is closed")
             self._queue.append(job)
             self._start_workers()
@@ -119,7 +121,7 @@ class BackgroundDecoder:
             self._queue = [job for job in self._queue if id(job.future) not in wanted]
         for job in dropped:
             job.future.cancel()
-            self.cores._end()
+            self.cores.chunk_done()
 
     def close(self) -> None:
         with self._cv:
@@ -128,7 +130,7 @@ class BackgroundDecoder:
             self._cv.notify_all()
         for job in dropped:
             job.future.cancel()
-            self.cores._end()
+            self.cores.chunk_done()
         for worker in self._workers:
             worker.join()
         self._workers = []
@@ -172,7 +174,7 @@ class BackgroundDecoder:
                     except BaseException as exc:  # delivered by future.result()
                         job.future.set_exception(exc)
             finally:
-                self.cores._end()
+                self.cores.chunk_done()
                 with self._cv:
                     self._running.discard(id(job.stream))
                     self._cv.notify_all()
