@@ -34,6 +34,7 @@ from qwen3tts_cli.engine.generate import FrameGenerator
 from qwen3tts_cli.engine.llama import LlamaModel, LlamaOptions
 from qwen3tts_cli.engine.prompt import Prompt, PromptConfig
 from qwen3tts_cli.engine.sampling import GenerationSettings, SamplingParams, TalkerRules
+from qwen3tts_cli.engine.tables import Tables
 from qwen3tts_cli.errors import Qwen3TTSError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -455,10 +456,14 @@ def test_seeded_sampled_batch_equals_solo_seeded_runs(converted: Callable[[str, 
     assert all(len(codes) >= 2 for codes in got)
 
 
-def test_q8_0_batch_equals_solo(converted: Callable[[str, str], Path]) -> None:
-    """llama.cpp's q8_0 kernels give the same rows whatever the batch holds (batch-probe: bit-identical)."""
+@pytest.mark.parametrize("int8_heads", [False, True])
+def test_q8_0_batch_equals_solo(converted: Callable[[str, str], Path], int8_heads: bool) -> None:
+    """llama.cpp's q8_0 kernels give the same rows whatever the batch holds (batch-probe: bit-identical);
+    so do the 8-bit heads, which take all rows of a group in one call."""
     folder = converted(spec.KIND_CUSTOM_VOICE, "q8_0")
-    tables, prompts, settings, rules, _ = case_setup(folder, CASES[spec.KIND_CUSTOM_VOICE][:2])
+    _, prompts, settings, rules, _ = case_setup(folder, CASES[spec.KIND_CUSTOM_VOICE][:2])
+    tables = Tables(folder / "tables.safetensors", int8_heads=int8_heads)
+    assert tables.int8_heads == int8_heads
     prompts = [prompts[0], prompts[1], prompts[1], prompts[0]]
     runs = [replace(settings, max_new_tokens=12)] * 2
     runs += [sampled_settings(folder, seed, 12) for seed in (5, 6)]

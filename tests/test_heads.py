@@ -8,18 +8,15 @@ rows do not depend on the rest of the batch (so batched == solo codes), and exac
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_batch import CASES, case_setup, open_models, sampled_settings, solo_runs
 
 from qwen3tts_cli import spec
 from qwen3tts_cli.convert.converter import convert_checkpoint
 from qwen3tts_cli.convert.heads import BLOCK, can_quantize, dequantize_head, quantize_head
 from qwen3tts_cli.convert.safetensors import SafetensorsFile, write_safetensors
-from qwen3tts_cli.engine.batch import BatchedFrameGenerator
 from qwen3tts_cli.engine.tables import Tables, predictor_head_name, predictor_head_q8_names
 
 
@@ -153,20 +150,3 @@ def test_exact_mode_keeps_the_f32_heads(converted: Callable[[str], Path]) -> Non
             assert model.tables.int8_heads is (not exact)
         finally:
             model.close()
-
-
-def test_int8_batch_equals_solo(converted: Callable[[str], Path]) -> None:
-    """Batched frames (all rows of a group in one head call) pick the solo loop's codes exactly."""
-    folder = converted("q8_0")
-    _, prompts, settings, rules, _ = case_setup(folder, CASES[spec.KIND_CUSTOM_VOICE][:2])
-    tables = Tables(folder / "tables.safetensors", int8_heads=True)
-    assert tables.int8_heads
-    prompts = [prompts[0], prompts[1], prompts[1], prompts[0]]
-    runs = [replace(settings, max_new_tokens=12)] * 2
-    runs += [sampled_settings(folder, seed, 12) for seed in (5, 6)]
-    want = solo_runs(folder, prompts, runs, rules, tables, exact=False)
-    talker, predictor = open_models(folder, slots=4, exact=False)
-    with talker, predictor:
-        got = BatchedFrameGenerator(talker, predictor, tables, rules).generate(prompts, runs)
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_array_equal(a, b)
