@@ -18,13 +18,20 @@ import os
 import sys
 import time
 import types
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from qwen3tts_cli.bench import SAMPLE_RATE, cpu_load, peak_rss_mb, repeat_quietly, stream_summary  # noqa: E402
+from qwen3tts_cli.bench import (  # noqa: E402
+    SAMPLE_RATE,
+    add_driver_arguments,
+    cpu_load,
+    peak_rss_mb,
+    repeat_quietly,
+    run_record,
+    stream_summary,
+)
 
 
 def _stub_torchaudio() -> None:
@@ -104,30 +111,16 @@ def _one_run(wrapper: Any, timer: StageTimer, args: argparse.Namespace, frames: 
         wall = time.perf_counter() - start
     audio = len(wavs[0]) / rate
     stages = dict(timer.seconds)  # the predictor runs before the talker stack, not inside its hooks
-    record.update(
-        wall_seconds=round(wall, 4),
-        first_audio_seconds=round(wall, 4),
-        audio_seconds=round(audio, 4),
-        frames=round(audio * rate / 1920),
-        pieces=1,
-        rtf=round(wall / audio, 4) if audio else None,
-        stage_seconds={k: round(v, 4) for k, v in stages.items()},
+    frames = round(audio * rate / 1920)
+    # no streaming: the first audio is the whole request
+    return run_record(
+        record, wall=wall, first=wall, audio=audio, frames=frames, pieces=1, stage_seconds=stages
     )
-    return record
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--greedy", action="store_true")
-    parser.add_argument("--text", required=True)
-    parser.add_argument("--speaker", default="ryan")
-    parser.add_argument("--language", default="english")
-    parser.add_argument("--result", type=Path, required=True)
+    add_driver_arguments(parser)
     args = parser.parse_args()
 
     import torch

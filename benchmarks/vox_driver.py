@@ -21,7 +21,15 @@ from typing import Any
 
 os.environ.setdefault("VOX_DEBUG_NO_EOS", "1")  # random weights: run exactly max_frames frames
 
-from qwen3tts_cli.bench import SAMPLE_RATE, cpu_load, peak_rss_mb, repeat_quietly, stream_summary  # noqa: E402
+from qwen3tts_cli.bench import (  # noqa: E402
+    SAMPLE_RATE,
+    add_driver_arguments,
+    cpu_load,
+    peak_rss_mb,
+    repeat_quietly,
+    run_record,
+    stream_summary,
+)
 
 VOX_STAGES = {"prefill": "prefill", "talker": "talker", "predictor": "predictor", "codec": "decoder"}
 
@@ -66,33 +74,24 @@ def _one_run(engine: Any, voice: Any, text: str, params: dict[str, Any]) -> dict
         wall = time.perf_counter() - start
     after = _stage_seconds(engine.stats())
     audio = samples / engine.sample_rate
-    record.update(
-        wall_seconds=round(wall, 4),
-        first_audio_seconds=round(first if first is not None else wall, 4),
-        audio_seconds=round(audio, 4),
+    stages = {k: after[k] - before[k] for k in after}
+    return run_record(
+        record,
+        wall=wall,
+        first=first,
+        audio=audio,
         frames=round(audio * 12.5),
         pieces=1,
-        rtf=round(wall / audio, 4) if audio else None,
-        stage_seconds={k: round(after[k] - before[k], 4) for k in after},
+        stage_seconds=stages,
     )
-    return record
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    add_driver_arguments(parser)
     parser.add_argument("--tmod", type=Path, required=True)
     parser.add_argument("--dtype", default="bf16")
     parser.add_argument("--quant", default="q8")
-    parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--greedy", action="store_true")
-    parser.add_argument("--text", required=True)
-    parser.add_argument("--speaker", default="ryan")
-    parser.add_argument("--language", default="english")
-    parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args()
 
     build = build_tmod(args.checkpoint, args.tmod, args.dtype, args.quant)

@@ -368,6 +368,43 @@ class FrameProfiler:
             setattr(generate, name, make)
 
 
+def run_record(
+    record: dict[str, Any],
+    *,
+    wall: float,
+    first: float | None,
+    audio: float,
+    frames: int,
+    pieces: int,
+    stage_seconds: dict[str, float],
+) -> dict[str, Any]:
+    """One timed request in the shape every engine reports (ours and the peer drivers), into `record`."""
+    record.update(
+        wall_seconds=round(wall, 4),
+        first_audio_seconds=round(first if first is not None else wall, 4),
+        audio_seconds=round(audio, 4),
+        frames=frames,
+        pieces=pieces,
+        rtf=round(wall / audio, 4) if audio else None,
+        stage_seconds={k: round(v, 4) for k, v in stage_seconds.items()},
+    )
+    return record
+
+
+def add_driver_arguments(parser: Any) -> None:
+    """The options `run_peer` passes to every peer driver (benchmarks/*_driver.py)."""
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--greedy", action="store_true")
+    parser.add_argument("--text", required=True)
+    parser.add_argument("--speaker", default="ryan")
+    parser.add_argument("--language", default="english")
+    parser.add_argument("--result", type=Path, required=True)
+
+
 def _timed_stream(tts: Any, profiler: FrameProfiler, text: str, **options: Any) -> dict[str, Any]:
     """One streamed request: wall time, first chunk, audio length, frames and the per-stage times."""
     profiler.reset()
@@ -389,18 +426,16 @@ def _timed_stream(tts: Any, profiler: FrameProfiler, text: str, **options: Any) 
                 first = time.perf_counter() - start
             samples += len(chunk.samples)
         wall = time.perf_counter() - start
-    audio = samples / SAMPLE_RATE
-    record.update(
-        wall_seconds=round(wall, 4),
-        first_audio_seconds=round(first if first is not None else wall, 4),
-        audio_seconds=round(audio, 4),
+    run_record(
+        record,
+        wall=wall,
+        first=first,
+        audio=samples / SAMPLE_RATE,
         frames=frames[0],
         pieces=len(pieces),
-        rtf=round(wall / audio, 4) if audio else None,
-        stage_seconds={k: round(v, 4) for k, v in profiler.seconds.items()},
-        decoder_overlapped=bool(tts.model.cores.overlaps),
-        stage_calls=dict(profiler.calls),
+        stage_seconds=profiler.seconds,
     )
+    record.update(decoder_overlapped=bool(tts.model.cores.overlaps), stage_calls=dict(profiler.calls))
     return record
 
 
