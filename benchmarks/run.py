@@ -87,6 +87,9 @@ def main() -> int:
         "--blas-threads", type=int, default=None, help="numpy BLAS threads of ours (default: inherit)"
     )
     parser.add_argument("--no-peers", action="store_true", help="measure ours only")
+    parser.add_argument(
+        "--vocabulary", default="auto", help="auto (real Qwen vocabulary via dashscope), fixture or a path"
+    )
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
 
@@ -115,10 +118,14 @@ def main() -> int:
             vox_python=peer(args.vox_python),
             tag=args.tag,
             blas_threads=args.blas_threads,
+            vocabulary=args.vocabulary,
         )
         report = bench.run_benchmark(config, say=say)
         if size == "0.6b" and "q8_0" in quants:
-            checkpoint = bench.checkpoint_dir(args.workdir.expanduser(), config.kind, size)
+            vocabulary = bench.resolve_vocabulary(config.vocabulary)
+            checkpoint = bench.checkpoint_dir(
+                args.workdir.expanduser(), config.kind, size, real_vocabulary=vocabulary is not None
+            )
             report.data["convert_script"] = time_convert_script(checkpoint, "q8_0", args.threads)
             report = bench.write_report(report.data, args.out, args.tag)
         print(report.markdown)

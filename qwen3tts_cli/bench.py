@@ -72,6 +72,9 @@ class BenchConfig:
     tag: str = ""
     checkpoint_seed: int = 0
     blas_threads: int | None = None  # numpy's BLAS threads in our worker; None: as the environment says
+    # text vocabulary of the random checkpoint: "auto" (the real Qwen one if dashscope is installed, else
+    # the synthetic fixture), "fixture", or the path of a Qwen tiktoken rank file
+    vocabulary: str = "auto"
 
 
 @dataclass
@@ -220,20 +223,41 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 # ---- preparation: checkpoints and converted folders, cached in the work dir ------------------------------
-def checkpoint_dir(workdir: Path, kind: str, size: str, seed: int = 0) -> Path:
-    return workdir / "checkpoints" / f"{kind}-{size}-seed{seed}"
+def resolve_vocabulary(choice: str) -> Path | None:
+    """The tiktoken rank file a benchmark checkpoint takes its text vocabulary from; None: synthetic."""
+    from qwen3tts_cli.errors import Qwen3TTSError
+    from qwen3tts_cli.fixtures.qwen_vocab import find_qwen_tiktoken
+
+    if choice == "fixture":
+        return None
+    if choice == "auto":
+        return find_qwen_tiktoken()
+    path = Path(choice).expanduser()
+    if not path.is_file():
+        raise Qwen3TTSError(
+            f"vocabulary file {path} does not exist",
+            "pass a Qwen tiktoken rank file (qwen.tiktoken), 'auto' or 'fixture'",
+        )
+    return path
 
 
-def converted_dir(workdir: Path, kind: str, size: str, quant: str, seed: int = 0) -> Path:
-    return workdir / "converted" / f"{kind}-{size}-seed{seed}-{quant}"
+def checkpoint_dir(workdir: Path, kind: str, size: str, seed: int = 0, real_vocabulary: bool = False) -> Path:
+    suffix = "-qwenvocab" if real_vocabulary else ""
+    return workdir / "checkpoints" / f"{kind}-{size}-seed{seed}{suffix}"
+
+
+def converted_dir(workdir: Path, checkpoint: Path, quant: str) -> Path:
+    return workdir / "converted" / f"{checkpoint.name}-{quant}"
 
 
 _DONE = ".bench-complete.json"
 
 
-def prepare_checkpoint(workdir: Path, kind: str, size: str, seed: int, say: Say) -> tuple[Path, dict]:
+def prepare_checkpoint(
+    workdir: Path, kind: str, size: str, seed: int, say: Say, vocabulary: Path | None = None
+) -> tuple[Path, dict]:
     """A seeded random checkpoint in the official layout; built once, then reused."""
-    target = checkpoint_dir(workdir, kind, size, seed)
+    target = checkpoint_dir(workdir, kind, size, seed, real_vocabulary=vocabulary is not None)
     marker = target / _DONE
     if marker.is_file():
         return target, {**json.loads(marker.read_text()), "cached": True}
@@ -244,17 +268,31 @@ def prepare_checkpoint(workdir: Path, kind: str, size: str, seed: int, say: Say)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     start = time.perf_counter()
-    build_checkpoint(staging, kind, size=size, seed=seed)
+    build_checkpoint(staging, kind, size=size, seed=seed, vocabulary=vocabulary)
     record = {
         "kind": kind,
         "size": size,
         "seed": seed,
+        "vocabulary": str(vocabulary) if vocabulary else "fixture (synthetic, ~3x more tokens for English)",
         "build_seconds": round(time.perf_counter() - start, 2),
     }
     record["bytes"] = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
     (staging / _DONE).write_text(json.dumps(record))
     staging.rename(target)
     return target, {**record, "cached": False}
+
+
+def prompt_lengths(checkpoint: Path) -> dict[str, Any]:
+    """Text tokens of the benchmark texts under the checkpoint's tokenizer (they set the prefill time)."""
+    from qwen3tts_cli.convert.tokenizer import build_tokenizer
+    from qwen3tts_cli.text import split_text
+
+    tokenizer = build_tokenizer(checkpoint)
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return {"single": count(SHORT_TEXT), "long_pieces": [count(piece) for piece in split_text(LONG_TEXT)]}
 
 
 def _current_conversion(folder: Path) -> bool:
@@ -267,10 +305,10 @@ def _current_conversion(folder: Path) -> bool:
 
 
 def prepare_converted(
-    workdir: Path, checkpoint: Path, kind: str, size: str, quant: str, seed: int, threads: int, say: Say
+    workdir: Path, checkpoint: Path, quant: str, threads: int, say: Say
 ) -> tuple[Path, dict]:
     """The checkpoint converted at `quant` (in a subprocess, so its time and peak memory are its own)."""
-    target = converted_dir(workdir, kind, size, quant, seed)
+    target = converted_dir(workdir, checkpoint, quant)
     record_file = target.parent / f"{target.name}.convert.json"
     if _current_conversion(target) and record_file.is_file():
         return target, {**json.loads(record_file.read_text()), "cached": True}
@@ -640,13 +678,12 @@ def run_benchmark(config: BenchConfig, say: Say = lambda _line: None) -> BenchRe
 
     data["version"] = __version__
     checkpoint, data["checkpoint"] = prepare_checkpoint(
-        workdir, config.kind, config.size, config.checkpoint_seed, say
+        workdir, config.kind, config.size, config.checkpoint_seed, say, resolve_vocabulary(config.vocabulary)
     )
+    data["text"]["tokens"] = prompt_lengths(checkpoint)
     for quant in config.quants:
         try:
-            folder, conversion = prepare_converted(
-                workdir, checkpoint, config.kind, config.size, quant, config.checkpoint_seed, threads, say
-            )
+            folder, conversion = prepare_converted(workdir, checkpoint, quant, threads, say)
         except Qwen3TTSError as exc:
             data["ours"][quant] = {"status": f"conversion failed: {exc}"}
             continue

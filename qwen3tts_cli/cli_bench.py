@@ -48,6 +48,14 @@ def bench(
     blas_threads: Annotated[
         int | None, typer.Option(min=1, help="numpy BLAS threads in the measured process (default: inherit).")
     ] = None,
+    vocabulary: Annotated[
+        str,
+        typer.Option(
+            help="Text vocabulary of the random checkpoint: auto (the real Qwen one from an installed "
+            "dashscope package, else fixture), fixture (synthetic, ~3x longer prompts), or a "
+            "qwen.tiktoken path."
+        ),
+    ] = "auto",
     tag: Annotated[str, typer.Option(help="Suffix for the result file names.")] = "",
 ) -> None:
     """Benchmark: real-time factor, first audio, per-frame split, long text, peak RSS and CPU load."""
@@ -73,6 +81,7 @@ def bench(
         peers_every_quant=peers_every_quant,
         tag=tag,
         blas_threads=blas_threads,
+        vocabulary=vocabulary,
     )
     try:
         report = bench_lib.run_benchmark(config, say=lambda line: typer.echo(line, err=True))

@@ -109,16 +109,12 @@ def test_a_folder_from_an_older_converter_is_converted_again(tmp_path: Path, che
     from qwen3tts_cli.convert.manifest import CONVERTER_VERSION
 
     checkpoint = checkpoint_factory("custom_voice", "tiny")
-    target = bench.converted_dir(tmp_path, "custom_voice", "tiny", "q8_0")
+    target = bench.converted_dir(tmp_path, checkpoint, "q8_0")
     target.mkdir(parents=True)
     (target / "manifest.json").write_text(json.dumps({"converter_version": "0"}))
     (target.parent / f"{target.name}.convert.json").write_text(json.dumps({"seconds": 1.0}))
-    folder, record = bench.prepare_converted(
-        tmp_path, checkpoint, "custom_voice", "tiny", "q8_0", 0, 1, lambda _line: None
-    )
+    folder, record = bench.prepare_converted(tmp_path, checkpoint, "q8_0", 1, lambda _line: None)
     assert folder == target and not record.get("cached")
     assert json.loads((target / "manifest.json").read_text())["converter_version"] == CONVERTER_VERSION
-    _, again = bench.prepare_converted(
-        tmp_path, checkpoint, "custom_voice", "tiny", "q8_0", 0, 1, lambda _line: None
-    )
+    _, again = bench.prepare_converted(tmp_path, checkpoint, "q8_0", 1, lambda _line: None)
     assert again["cached"]
