@@ -358,8 +358,9 @@ class FrameProfiler:
     def __init__(self, model: Any) -> None:
         self.seconds = dict.fromkeys((*STAGES, "prefill"), 0.0)
         self.calls = dict.fromkeys((*STAGES, "prefill"), 0)
-        self._wrap(model.talker, "decode", "talker")
-        self._wrap(model.predictor, "decode", "predictor")
+        # `decode` goes through `decode_sequences` too, so wrapping the latter times solo and batched steps
+        self._wrap(model.talker, "decode_sequences", "talker")
+        self._wrap(model.predictor, "decode_sequences", "predictor")
         for name in ("predictor_head", "predictor_head_rows", "codec_embed", "project", "frame_embed"):
             self._wrap(model.tables, name, "heads")
         # the decoder's own calls: on the worker thread when it runs beside the LMs
@@ -381,8 +382,8 @@ class FrameProfiler:
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             key = stage
-            if stage == "talker" and args and len(args[0]) > 1:
-                key = "prefill"  # several positions at once: a piece's prompt, not a frame step
+            if stage == "talker" and len(args) > 1 and _feeds_a_prompt(args[1]):
+                key = "prefill"  # a piece's prompt (in a batch, with the other sequences' steps), not a step
             start = time.perf_counter()
             try:
                 return function(*args, **kwargs)
@@ -393,17 +394,24 @@ class FrameProfiler:
         return timed
 
     def _wrap_samplers(self) -> None:
-        from qwen3tts_cli.engine import generate
+        from qwen3tts_cli.engine import batch, generate
 
-        for name in ("TalkerSampler", "PredictorSampler"):
-            cls = getattr(generate, name, None)
-            if cls is None:
-                continue
+        for module in (generate, batch):  # the solo and the batched frame loops
+            for name in ("TalkerSampler", "PredictorSampler"):
+                cls = getattr(module, name, None)
+                if cls is None:
+                    continue
 
-            def make(*args: Any, _cls: Any = cls, **kwargs: Any) -> Callable[..., Any]:
-                return self._timed(_cls(*args, **kwargs), "sampling")
+                def make(*args: Any, _cls: Any = cls, **kwargs: Any) -> Callable[..., Any]:
+                    return self._timed(_cls(*args, **kwargs), "sampling")
 
-            setattr(generate, name, make)
+                setattr(module, name, make)
+
+
+def _feeds_a_prompt(seq_ids: Any) -> bool:
+    """Whether a talker call gives some sequence several positions at once (its prompt)."""
+    ids = list(seq_ids)
+    return len(ids) > len(set(ids))
 
 
 def run_record(
@@ -895,6 +903,12 @@ def _split_table(data: dict[str, Any]) -> list[str]:
             continue
         cells = " | ".join(_fmt(split[k], 1) for k in (*STAGES, "other", "total"))
         lines.append(f"| {quant} | {cells} |")
+    for quant, entry in data["ours"].items():
+        long = entry.get("long") or {}
+        split = long.get("per_frame_ms")
+        if split:  # per frame of one piece; the batch steps all its pieces at once
+            cells = " | ".join(_fmt(split.get(k), 1) for k in (*STAGES, "other", "total"))
+            lines.append(f"| {quant}, long text (batch {long.get('batch', '?')}) | {cells} |")
     peers = [("official", data.get("official"))]
     peers += [(f"vox-tts {label}", record) for label, record in data.get("vox", {}).items()]
     for label, record in peers:
@@ -910,6 +924,9 @@ def _split_table(data: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Prompt prefill (ms, once per piece): " + ", ".join(f"{q} {_fmt(v, 0)}" for q, v in prefill.items()),
+        "",
+        "Long-text rows: ms per generated frame, summed over the batch's sequences (one batched talker"
+        " call serves every piece; its prompt prefills, counted apart, share calls with the others' steps).",
     ]
     overlapped = any(
         run.get("decoder_overlapped")

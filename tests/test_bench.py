@@ -34,6 +34,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> bench.BenchReport:
         workdir=root / "work",
         out=root / "out",
         vox_python=root / "no-such-python",
+        vocabulary="fixture",  # the same with or without dashscope installed
     )
     return bench.run_benchmark(config)
 
@@ -65,6 +66,8 @@ def test_json_has_the_measurements(report: bench.BenchReport) -> None:
     assert split["total"] >= sum(split[s] for s in bench.STAGES if s != "decoder") - 1e-6
     assert ours["peak_rss_mb"] > 0 and ours["load_seconds"] > 0
     assert ours["conversion"]["seconds"] > 0 and ours["conversion"]["peak_rss_mb"] > 0
+    assert data["checkpoint"]["vocabulary"].startswith("fixture")
+    assert data["text"]["tokens"]["single"] > 0 and len(data["text"]["tokens"]["long_pieces"]) == 7
 
 
 def test_long_text_splits_into_pieces(report: bench.BenchReport) -> None:
@@ -73,6 +76,11 @@ def test_long_text_splits_into_pieces(report: bench.BenchReport) -> None:
     assert long["frames"] == 7 * FRAMES and long["batch"] == 3
     assert report.data["ours"]["q8_0"]["long_peak_rss_mb"] > 0
     assert long["rtf"]["median"] > 0
+    for run in long["runs"]:  # the batched steps are timed too, and the prompts apart from them
+        assert run["stage_seconds"]["talker"] > 0 and run["stage_seconds"]["predictor"] > 0
+        assert run["stage_seconds"]["sampling"] > 0 and run["stage_seconds"]["prefill"] > 0
+        assert run["stage_calls"]["prefill"] >= 1
+    assert "long text (batch 3)" in report.markdown
 
 
 def test_missing_peers_are_reported(report: bench.BenchReport) -> None:
@@ -87,7 +95,14 @@ def test_missing_peers_are_reported(report: bench.BenchReport) -> None:
 def test_reruns_reuse_the_prepared_folders(report: bench.BenchReport, tmp_path: Path) -> None:
     workdir = Path(report.data["config"]["workdir"])
     config = bench.BenchConfig(
-        size="tiny", frames=1, repeats=1, threads=1, long_text=False, workdir=workdir, out=tmp_path
+        size="tiny",
+        frames=1,
+        repeats=1,
+        threads=1,
+        long_text=False,
+        workdir=workdir,
+        out=tmp_path,
+        vocabulary="fixture",
     )
     again = bench.run_benchmark(config)
     assert again.data["checkpoint"]["cached"] is True
