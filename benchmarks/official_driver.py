@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-import types
+from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# tests/parity/official.py drives the official code for the parity tests; importing it sets the offline
+# flags and stands in for torchaudio (imported in main, after torch's thread count is set)
+PARITY_DIR = Path(__file__).resolve().parents[1] / "tests" / "parity"
 
 from qwen3tts_cli.bench import (  # noqa: E402
     SAMPLE_RATE,
@@ -32,25 +32,6 @@ from qwen3tts_cli.bench import (  # noqa: E402
     run_record,
     stream_summary,
 )
-
-
-def _stub_torchaudio() -> None:
-    """qwen_tts imports torchaudio.compliance.kaldi (25 Hz tokenizer only) and no torchaudio matches this
-    torch: register empty modules, AFTER transformers is imported (its find_spec would trip on them)."""
-    import transformers  # noqa: F401
-
-    try:
-        import torchaudio.compliance.kaldi  # noqa: F401
-    except Exception:
-        for name in [k for k in sys.modules if k.startswith("torchaudio")]:
-            del sys.modules[name]
-        root = types.ModuleType("torchaudio")
-        compliance = types.ModuleType("torchaudio.compliance")
-        kaldi = types.ModuleType("torchaudio.compliance.kaldi")
-        root.compliance, compliance.kaldi = compliance, kaldi  # type: ignore[attr-defined]
-        sys.modules.update(
-            {"torchaudio": root, "torchaudio.compliance": compliance, "torchaudio.compliance.kaldi": kaldi}
-        )
 
 
 class StageTimer:
@@ -126,10 +107,10 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    _stub_torchaudio()
+    sys.path.insert(0, str(PARITY_DIR))
     from importlib.metadata import version
 
-    from qwen_tts import Qwen3TTSModel
+    from official import Qwen3TTSModel
 
     start = time.perf_counter()
     wrapper = Qwen3TTSModel.from_pretrained(str(args.checkpoint), dtype=torch.float32)

@@ -16,30 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(Path(__file__).parent)]
 
+import official  # noqa: E402,F401  (sets the offline flags and registers the torchaudio stub)
 import torch  # noqa: E402
-import transformers  # noqa: E402,F401  (must be imported before the torchaudio stub)
-
-
-def _stub_torchaudio() -> None:
-    """qwen_tts imports torchaudio.compliance.kaldi (25 Hz tokenizer only); no matching wheel exists here."""
-    for name in ("torchaudio", "torchaudio.compliance", "torchaudio.compliance.kaldi"):
-        sys.modules.setdefault(name, types.ModuleType(name))
-
-
-_stub_torchaudio()
 from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import (  # noqa: E402
     Qwen3TTSTokenizerV2DecoderConfig,
 )

@@ -23,7 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(Path(__file__).parent)]
 
-import official  # noqa: E402,F401  (sets the offline flags and registers the torchaudio stub)
+import official  # noqa: E402  (sets the offline flags and registers the torchaudio stub)
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 from qwen_tts import Qwen3TTSTokenizer  # noqa: E402
@@ -32,7 +32,6 @@ from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSSpeakerEncoderC
 from qwen_tts.core.models.modeling_qwen3_tts import (  # noqa: E402
     Qwen3TTSForConditionalGeneration,
     Qwen3TTSSpeakerEncoder,
-    mel_spectrogram,
 )
 from transformers import EncodecFeatureExtractor  # noqa: E402
 
@@ -201,20 +200,6 @@ def check_codec(size: str, lengths: list[int], seed: int) -> dict:
     return results
 
 
-def official_mel(wav: np.ndarray) -> np.ndarray:
-    mel = mel_spectrogram(
-        torch.from_numpy(wav).unsqueeze(0),
-        n_fft=1024,
-        num_mels=128,
-        sampling_rate=24000,
-        hop_size=256,
-        win_size=1024,
-        fmin=0,
-        fmax=12000,
-    )
-    return mel.transpose(1, 2).numpy()  # [1, T, 128], as extract_speaker_embedding feeds the encoder
-
-
 def check_speaker(size: str, lengths: list[int], seed: int) -> dict:
     cfg = Qwen3TTSSpeakerEncoderConfig(**(TINY_SPEAKER if size == "tiny" else {"enc_dim": 1024}))
     encoder = Qwen3TTSSpeakerEncoder(cfg).eval()
@@ -227,7 +212,7 @@ def check_speaker(size: str, lengths: list[int], seed: int) -> dict:
     results = {}
     for n in lengths:
         wav = reference_audio(n / 24000, seed=n)
-        ref_mel = official_mel(wav)
+        ref_mel = official.speaker_mel(wav)[None]  # [1, T, 128], as the encoder is fed
         ours_mel = log_mel(wav)[None]
         with torch.no_grad():
             ref_from_mel = encoder(torch.from_numpy(ref_mel))[0].numpy()
