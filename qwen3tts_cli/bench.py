@@ -358,6 +358,10 @@ class FrameProfiler:
     def __init__(self, model: Any) -> None:
         self.seconds = dict.fromkeys((*STAGES, "prefill"), 0.0)
         self.calls = dict.fromkeys((*STAGES, "prefill"), 0)
+        # LM seconds by the thread count llama.cpp ran with (the decoder takes cores while it works), and
+        # when the last LM call ended: what follows is decoding only
+        self.lm_seconds_by_threads: dict[str, float] = {}
+        self.last_lm_end: float | None = None
         # `decode` goes through `decode_sequences` too, so wrapping the latter times solo and batched steps
         self._wrap(model.talker, "decode_sequences", "talker")
         self._wrap(model.predictor, "decode_sequences", "predictor")
@@ -371,14 +375,17 @@ class FrameProfiler:
         for key in self.seconds:
             self.seconds[key] = 0.0
             self.calls[key] = 0
+        self.lm_seconds_by_threads.clear()
+        self.last_lm_end = None
 
     def _wrap(self, owner: Any, name: str, stage: str) -> None:
         original = getattr(owner, name, None)
         if original is not None:
-            setattr(owner, name, self._timed(original, stage))
+            setattr(owner, name, self._timed(original, stage, owner))
 
-    def _timed(self, function: Callable[..., Any], stage: str) -> Callable[..., Any]:
-        seconds, calls = self.seconds, self.calls
+    def _timed(self, function: Callable[..., Any], stage: str, owner: Any = None) -> Callable[..., Any]:
+        seconds, calls, by_threads = self.seconds, self.calls, self.lm_seconds_by_threads
+        is_lm = stage in ("talker", "predictor")
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             key = stage
@@ -388,8 +395,13 @@ class FrameProfiler:
             try:
                 return function(*args, **kwargs)
             finally:
-                seconds[key] += time.perf_counter() - start
+                end = time.perf_counter()
+                seconds[key] += end - start
                 calls[key] += 1
+                if is_lm:
+                    threads = str(getattr(owner, "threads_in_use", "?"))
+                    by_threads[threads] = by_threads.get(threads, 0.0) + end - start
+                    self.last_lm_end = end
 
         return timed
 
@@ -471,7 +483,8 @@ def _timed_stream(tts: Any, profiler: FrameProfiler, text: str, **options: Any) 
             if first is None and len(chunk.samples):
                 first = time.perf_counter() - start
             samples += len(chunk.samples)
-        wall = time.perf_counter() - start
+        end = time.perf_counter()
+        wall = end - start
     run_record(
         record,
         wall=wall,
@@ -482,6 +495,9 @@ def _timed_stream(tts: Any, profiler: FrameProfiler, text: str, **options: Any) 
         stage_seconds=profiler.seconds,
     )
     record.update(decoder_overlapped=bool(tts.model.cores.overlaps), stage_calls=dict(profiler.calls))
+    record["lm_seconds_by_threads"] = {k: round(v, 4) for k, v in profiler.lm_seconds_by_threads.items()}
+    if profiler.last_lm_end is not None:
+        record["decoding_after_last_frame_seconds"] = round(end - profiler.last_lm_end, 4)
     return record
 
 
@@ -839,7 +855,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     lines.append(_peer_row("official (PyTorch fp32)", data.get("official")))
     for label, record in data.get("vox", {}).items():
         lines.append(_peer_row(f"vox-tts {label}", record))
-    lines += ["", "## Where the time goes (ours, ms per frame, single stream)", ""]
+    lines += ["", "## Where the time goes (ms per frame)", ""]
     lines += _split_table(data)
     lines += ["", "## Conversion", ""]
     lines += _conversion_table(data)
@@ -928,6 +944,7 @@ def _split_table(data: dict[str, Any]) -> list[str]:
         "Long-text rows: ms per generated frame, summed over the batch's sequences (one batched talker"
         " call serves every piece; its prompt prefills, counted apart, share calls with the others' steps).",
     ]
+    lines += _long_text_budget(data)
     overlapped = any(
         run.get("decoder_overlapped")
         for entry in data["ours"].values()
@@ -940,6 +957,29 @@ def _split_table(data: dict[str, Any]) -> list[str]:
             " column is time on that thread, not part of `other` = wall - the caller thread's stages.",
         ]
     return lines
+
+
+def _long_text_budget(data: dict[str, Any]) -> list[str]:
+    """Where the long text's core-seconds went in its median run: LM time per thread count, the decoder
+    beside it, and the decoding left after the last frame (what keeps a batch from real time)."""
+    lines: list[str] = []
+    for quant, entry in data["ours"].items():
+        runs = [r for r in (entry.get("long") or {}).get("runs", []) if "lm_seconds_by_threads" in r]
+        if not runs:
+            continue
+        run = sorted(runs, key=lambda r: r["wall_seconds"])[len(runs) // 2]
+        lm = ", ".join(
+            f"{seconds:.1f} s on {threads} thread{'s' if threads != '1' else ''}"
+            for threads, seconds in sorted(run["lm_seconds_by_threads"].items())
+        )
+        decoder = run["stage_seconds"].get("decoder", 0.0)
+        tail = run.get("decoding_after_last_frame_seconds")
+        lines.append(
+            f"- {quant} long text, median run ({run['wall_seconds']:.1f} s for {run['audio_seconds']:.1f} s"
+            f" of audio): LMs {lm}; decoder {decoder:.1f} s beside them; {_fmt(tail, 1)} s of decoding"
+            " after the last frame."
+        )
+    return ["", *lines] if lines else []
 
 
 def _conversion_table(data: dict[str, Any]) -> list[str]:

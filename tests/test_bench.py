@@ -80,7 +80,13 @@ def test_long_text_splits_into_pieces(report: bench.BenchReport) -> None:
         assert run["stage_seconds"]["talker"] > 0 and run["stage_seconds"]["predictor"] > 0
         assert run["stage_seconds"]["sampling"] > 0 and run["stage_seconds"]["prefill"] > 0
         assert run["stage_calls"]["prefill"] >= 1
+        # LM time split by thread count adds up to the LM stages; decoding goes on after the last frame
+        lm = sum(run["stage_seconds"][stage] for stage in ("talker", "predictor", "prefill"))
+        assert sum(run["lm_seconds_by_threads"].values()) == pytest.approx(lm, rel=1e-3, abs=1e-3)
+        assert set(run["lm_seconds_by_threads"]) <= {"1", "2"}
+        assert 0 < run["decoding_after_last_frame_seconds"] < run["wall_seconds"]
     assert "long text (batch 3)" in report.markdown
+    assert "q8_0 long text, median run" in report.markdown and "after the last frame" in report.markdown
 
 
 def test_missing_peers_are_reported(report: bench.BenchReport) -> None:

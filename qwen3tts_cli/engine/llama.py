@@ -375,6 +375,11 @@ class LlamaModel:
             ).copy()
         return hidden, logits
 
+    @property
+    def threads_in_use(self) -> int:
+        """Threads of the latest decode: fewer than n_threads while the codec decoder holds some cores."""
+        return self._threads_now
+
     def _apply_thread_count(self) -> None:
         if self.threads_source is None:
             return
