@@ -17,7 +17,14 @@ from qwen3tts_cli import spec
 from qwen3tts_cli.convert.converter import convert_checkpoint
 from qwen3tts_cli.convert.heads import BLOCK, can_quantize, dequantize_head, quantize_head
 from qwen3tts_cli.convert.safetensors import SafetensorsFile, write_safetensors
-from qwen3tts_cli.engine.tables import Tables, predictor_head_name, predictor_head_q8_names
+from qwen3tts_cli.engine.tables import (
+    MTP_PROJECTION_BIAS,
+    MTP_PROJECTION_Q8,
+    MTP_PROJECTION_WEIGHT,
+    Tables,
+    predictor_head_name,
+    predictor_head_q8_names,
+)
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +157,36 @@ def test_exact_mode_keeps_the_f32_heads(converted: Callable[[str], Path]) -> Non
             assert model.tables.int8_heads is (not exact)
         finally:
             model.close()
+
+
+# ---- the 8-bit input projection (talker width != predictor width, as in the 1.7B) ------------------------
+@pytest.fixture(scope="module")
+def wide_q8(checkpoint_factory: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-wide: talker 96 -> predictor 64, so it has a `small_to_mtp_projection` (96 = 3 whole blocks)."""
+    source = checkpoint_factory(spec.KIND_CUSTOM_VOICE, "tiny-wide")
+    out = tmp_path_factory.mktemp("heads-wide") / "model"
+    return convert_checkpoint(source, out, "q8_0", threads=1) / "tables.safetensors"
+
+
+def test_integer_quant_stores_an_8bit_projection(wide_q8: Path) -> None:
+    stored = SafetensorsFile(wide_q8)
+    codes, scales = MTP_PROJECTION_Q8
+    expected = quantize_head(stored.read(MTP_PROJECTION_WEIGHT))
+    np.testing.assert_array_equal(stored.read(codes), expected[0])
+    np.testing.assert_array_equal(stored.read(scales), expected[1])
+
+
+def test_int8_projection_stays_close_to_f32_and_keeps_rows_independent(wide_q8: Path) -> None:
+    exact, fast = Tables(wide_q8), Tables(wide_q8, int8_heads=True)
+    assert exact.talker_hidden != exact.predictor_hidden
+    x = np.random.default_rng(3).standard_normal((40, exact.talker_hidden)).astype(np.float32)
+    want, got = exact.project(x), fast.project(x)
+    assert got.shape == want.shape == (40, exact.predictor_hidden) and got.dtype == np.float32
+    assert not np.array_equal(got, want)  # the 8-bit matrix is really used
+    assert np.abs(got - want).max() / np.abs(want).max() < 0.02
+    # solo calls project one row at a time, batches several: the same values either way
+    np.testing.assert_array_equal(np.stack([fast.project(row) for row in x]), got)
+    # exact mode: the f32 matrix, as numpy computes it
+    weight = SafetensorsFile(wide_q8).read(MTP_PROJECTION_WEIGHT)
+    bias = SafetensorsFile(wide_q8).read(MTP_PROJECTION_BIAS)
+    np.testing.assert_array_equal(want, x @ weight.T + bias)

@@ -222,8 +222,9 @@ def write_tables(ckpt: Checkpoint, out_path: str | Path, *, int8_heads: bool = F
     """tables.safetensors: the text embedding in its shipped dtype (bf16 bits copied), everything else f32.
 
     Memory-mapped at run time: only the looked-up rows of the 151936-row text embedding are ever paged in.
-    `int8_heads` adds 8-bit copies of the 15 predictor heads (convert/heads.py) for the integer-quantized
-    models, when the predictor width splits into whole blocks; the f32 heads stay for the exact path.
+    `int8_heads` adds 8-bit copies of the 15 predictor heads and of the 1.7B `small_to_mtp_projection`
+    (convert/heads.py) for the integer-quantized models, when the widths split into whole blocks; the f32
+    originals stay for the exact path.
     """
     tensors: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
@@ -243,5 +244,10 @@ def write_tables(ckpt: Checkpoint, out_path: str | Path, *, int8_heads: bool = F
             tensors[codes_name], tensors[scales_name] = quantize_head(
                 tensors[table_names.predictor_head_name(group)]
             )
+            dtypes[codes_name], dtypes[scales_name] = "U8", "F32"
+        projection = tensors.get(table_names.MTP_PROJECTION_WEIGHT)
+        if projection is not None and can_quantize(projection.shape[1]):
+            codes_name, scales_name = table_names.MTP_PROJECTION_Q8
+            tensors[codes_name], tensors[scales_name] = quantize_head(projection)
             dtypes[codes_name], dtypes[scales_name] = "U8", "F32"
     write_safetensors(out_path, tensors, dtypes)

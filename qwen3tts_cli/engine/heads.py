@@ -1,4 +1,5 @@
-"""The code predictor's residual heads in 8 bits: one ONNX Runtime `MatMulNBits` session per head.
+"""8-bit matrices of the code predictor (its residual heads, the 1.7B input projection): one ONNX Runtime
+`MatMulNBits` session per matrix.
 
 The weights come from tables.safetensors (convert/heads.py layout). With accuracy_level 4 the op also
 quantizes the hidden state per 32-block to int8 and uses the CPU's integer dot products: all 15 heads of
@@ -78,34 +79,41 @@ def _session(model: bytes, weights: list[ort.OrtValue]) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
+class Int8Matrix:
+    """`x @ W.T` for one matrix W [N, K] stored as 8-bit blocks `(codes, scales)` (convert/heads.py). The
+    arrays are used in place (memory-mapped ones too) and must not change."""
+
+    def __init__(self, codes: np.ndarray, scales: np.ndarray, name: str = "matrix") -> None:
+        rows, blocks, block = codes.shape
+        # onnxruntime borrows the weights (each OrtValue keeps its array alive): keep them with the session
+        self._weights = [
+            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(codes, dtype=np.uint8)),
+            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(scales, dtype=np.float32).reshape(-1)),
+        ]
+        self._session = _session(head_model(rows, blocks * block, block), self._weights)
+        self.width, self.rows, self.name = blocks * block, rows, name
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """[..., N] from [..., K]; rows are computed independently, so a row's result does not depend on
+        the other rows of the call (bit for bit, tested)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[-1] != self.width:
+            raise ValueError(f"{self.name} takes {self.width} inputs, got shape {list(x.shape)}")
+        rows = np.ascontiguousarray(x.reshape(-1, self.width))
+        if rows.shape[0] == 0:
+            return np.zeros((*x.shape[:-1], self.rows), dtype=np.float32)
+        (out,) = self._session.run(None, {_INPUT: rows})
+        return out.reshape(*x.shape[:-1], self.rows)
+
+
 class Int8Heads:
-    """Logits of the residual groups from their 8-bit heads; `heads[group] = (codes, scales)` as stored
-    (convert/heads.py). The arrays are used in place (memory-mapped ones too) and must not change."""
+    """Logits of the residual groups from their 8-bit heads; `heads[group] = (codes, scales)` as stored."""
 
     def __init__(self, heads: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> None:
-        self._sessions: dict[int, ort.InferenceSession] = {}
-        self._shapes: dict[int, tuple[int, int]] = {}  # group -> (K, N)
-        # onnxruntime borrows the weights (each OrtValue keeps its array alive): keep them with the sessions
-        self._weights: list[ort.OrtValue] = []
-        for group, (codes, scales) in heads.items():
-            rows, blocks, block = codes.shape
-            weights = [
-                ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(codes, dtype=np.uint8)),
-                ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(scales, dtype=np.float32).reshape(-1)),
-            ]
-            self._weights += weights
-            self._sessions[group] = _session(head_model(rows, blocks * block, block), weights)
-            self._shapes[group] = (blocks * block, rows)
+        self._heads = {
+            group: Int8Matrix(codes, scales, f"head {group}") for group, (codes, scales) in heads.items()
+        }
 
     def logits(self, group: int, hidden: np.ndarray) -> np.ndarray:
-        """[..., N] logits of `group` from hidden states [..., K]; rows are computed independently, so a
-        row's logits do not depend on the other rows of the call (bit for bit, tested)."""
-        width, vocab = self._shapes[group]
-        hidden = np.asarray(hidden, dtype=np.float32)
-        if hidden.shape[-1] != width:
-            raise ValueError(f"head {group} takes {width} inputs, got shape {list(hidden.shape)}")
-        rows = np.ascontiguousarray(hidden.reshape(-1, width))
-        if rows.shape[0] == 0:
-            return np.zeros((*hidden.shape[:-1], vocab), dtype=np.float32)
-        (out,) = self._sessions[group].run(None, {_INPUT: rows})
-        return out.reshape(*hidden.shape[:-1], vocab)
+        """[..., N] logits of `group` from hidden states [..., K]."""
+        return self._heads[group].apply(hidden)

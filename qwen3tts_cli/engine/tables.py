@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from qwen3tts_cli.convert.safetensors import SafetensorsFile, bf16_to_f32
-from qwen3tts_cli.engine.heads import Int8Heads
+from qwen3tts_cli.engine.heads import Int8Heads, Int8Matrix
 from qwen3tts_cli.errors import Qwen3TTSError
 
 TEXT_EMBEDDING = "talker.model.text_embedding.weight"
@@ -43,6 +43,10 @@ def predictor_head_q8_names(group: int) -> tuple[str, str]:
     """(codes [N, K/32, 32] U8, scales [N, K/32] F32) of residual group `group`'s 8-bit head."""
     stem = f"qwen3tts.predictor_head_q8.{group - 1}"
     return f"{stem}.weight", f"{stem}.scale"
+
+
+# ... and of the 1.7B `small_to_mtp_projection` weight (its bias stays f32)
+MTP_PROJECTION_Q8 = ("qwen3tts.mtp_projection_q8.weight", "qwen3tts.mtp_projection_q8.scale")
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
@@ -91,6 +95,7 @@ class Tables:
             self._proj_b = self._file.read(MTP_PROJECTION_BIAS)
         self.predictor_hidden = self.talker_hidden if self._proj_w is None else int(self._proj_w.shape[0])
         self._int8 = self._load_int8_heads(names) if int8_heads else None
+        self._int8_proj = self._load_int8_projection(names) if self._int8 is not None else None
 
     def _load_int8_heads(self, names: set[str]) -> Int8Heads | None:
         """The 8-bit heads of every residual group, or None when the file lacks any of them."""
@@ -105,6 +110,16 @@ class Tables:
         for name in (n for pair in stored for n in pair):
             self._file.release(name)  # the sessions repacked the weights: 35 MB less RSS at 0.6B
         return int8
+
+    def _load_int8_projection(self, names: set[str]) -> Int8Matrix | None:
+        """The 8-bit `small_to_mtp_projection` (1.7B), or None when the file has none."""
+        if self._proj_w is None or any(n not in names for n in MTP_PROJECTION_Q8):
+            return None
+        codes, scales = (self._file.raw(n) for n in MTP_PROJECTION_Q8)
+        projection = Int8Matrix(codes, scales, "small_to_mtp_projection")
+        for name in MTP_PROJECTION_Q8:
+            self._file.release(name)
+        return projection
 
     @property
     def int8_heads(self) -> bool:
@@ -159,8 +174,14 @@ class Tables:
         return np.stack([row @ head.T for row in hidden])
 
     def project(self, x: np.ndarray) -> np.ndarray:
-        """Talker width -> predictor width (`small_to_mtp_projection`, identity when the widths match)."""
+        """Talker width -> predictor width (`small_to_mtp_projection`, identity when the widths match).
+
+        With the 8-bit heads the projection is 8-bit too when stored. 1.7B, 16 calls per frame: heads +
+        lookups + projection 19.0 -> 12.8 ms per frame beside the LMs, which evict the 8 MB f32 matrix
+        between calls (alone, with the matrix cached: 0.145 -> 0.067 ms per call)."""
         x = np.asarray(x, dtype=np.float32)
         if self._proj_w is None:
             return x
+        if self._int8_proj is not None:
+            return self._int8_proj.apply(x) + self._proj_b
         return x @ self._proj_w.T + self._proj_b
