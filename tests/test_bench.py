@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -139,3 +140,23 @@ def test_a_folder_from_an_older_converter_is_converted_again(tmp_path: Path, che
     assert json.loads((target / "manifest.json").read_text())["converter_version"] == CONVERTER_VERSION
     _, again = bench.prepare_converted(tmp_path, checkpoint, "q8_0", 1, lambda _line: None)
     assert again["cached"]
+
+
+def test_a_folder_without_the_8bit_projection_is_converted_again(tmp_path: Path, checkpoint_factory) -> None:
+    """Older 1.7B-like folders (talker wider than the predictor) lack the 8-bit input projection: users keep
+    using them, the bench rebuilds them so it measures what a fresh conversion gives."""
+    from qwen3tts_cli.convert.safetensors import SafetensorsFile, write_safetensors
+    from qwen3tts_cli.engine.tables import MTP_PROJECTION_Q8
+
+    checkpoint = checkpoint_factory("custom_voice", "tiny-wide")
+    folder, _ = bench.prepare_converted(tmp_path, checkpoint, "q8_0", 1, lambda _line: None)
+    assert bench._current_conversion(folder)
+    tables = folder / "tables.safetensors"
+    source = SafetensorsFile(tables)
+    kept = {name: np.array(source.raw(name)) for name in source if name not in MTP_PROJECTION_Q8}
+    dtypes = {name: source.dtype(name) for name in kept}
+    del source
+    write_safetensors(tables, kept, dtypes)
+    assert not bench._current_conversion(folder)
+    again, record = bench.prepare_converted(tmp_path, checkpoint, "q8_0", 1, lambda _line: None)
+    assert again == folder and not record.get("cached") and bench._current_conversion(folder)
