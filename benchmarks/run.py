@@ -94,7 +94,7 @@ def main() -> int:
     args = parser.parse_args()
 
     def peer(path: Path) -> Path | None:
-        return path if path.exists() and not args.no_peers else None
+        return path if path.exists() else None
 
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     runs: list[tuple[str, list[str], bool]] = []
@@ -116,6 +116,7 @@ def main() -> int:
             out=args.out,
             official_python=peer(args.official_python),
             vox_python=peer(args.vox_python),
+            peers=not args.no_peers,
             tag=args.tag,
             blas_threads=args.blas_threads,
             vocabulary=args.vocabulary,

@@ -14,6 +14,7 @@ interpreters that do not have llama.cpp or onnxruntime.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -66,8 +67,9 @@ class BenchConfig:
     seed: int = 1234
     workdir: Path = Path.home() / ".cache" / "qwen3tts" / "bench"
     out: Path = Path("bench-results")
-    official_python: Path | None = None
+    official_python: Path | None = None  # None: this interpreter when the peer is installed in it
     vox_python: Path | None = None
+    peers: bool = True  # False: measure ours only, even where peers are installed
     peers_every_quant: bool = True
     tag: str = ""
     checkpoint_seed: int = 0
@@ -659,10 +661,26 @@ def benchmarks_dir() -> Path | None:
     return folder if (folder / "official_driver.py").is_file() else None
 
 
+# what a peer driver imports: with these installed here, this interpreter runs the peer by itself
+PEER_MODULES = {"official": ("torch", "qwen_tts"), "vox": ("vox",)}
+
+
+def peer_python(name: str, given: Path | None) -> Path | None:
+    """The interpreter that runs peer `name`: the one given, else this one when the peer is installed in it
+    (found without importing it), else None."""
+    if given is not None:
+        return given
+    try:
+        installed = all(importlib.util.find_spec(module) is not None for module in PEER_MODULES[name])
+    except (ImportError, ValueError):
+        installed = False
+    return Path(sys.executable) if installed else None
+
+
 def run_peer(name: str, python: Path | None, args: list[str], say: Say, timeout: float = 7200) -> dict:
     """Run a peer driver script from benchmarks/ in its own interpreter; a missing peer says so."""
     if python is None:
-        return {"status": "not installed (pass --official-python / --vox-python)"}
+        return {"status": "not installed (install it here, or pass --official-python / --vox-python)"}
     if not Path(python).exists():
         return {"status": f"not installed ({python} does not exist)"}
     folder = benchmarks_dir()
@@ -740,9 +758,12 @@ def run_benchmark(config: BenchConfig, say: Say = lambda _line: None) -> BenchRe
             entry["status"] = f"failed: {exc}"
         data["ours"][quant] = entry
         say(_one_line(quant, entry))
+    if not config.peers:
+        data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return write_report(data, Path(config.out), config.tag)
     data["official"] = run_peer(
         "official",
-        config.official_python,
+        peer_python("official", config.official_python),
         ["--checkpoint", str(checkpoint), *_peer_common_args(config, threads)],
         say,
     )
@@ -755,7 +776,7 @@ def run_benchmark(config: BenchConfig, say: Say = lambda _line: None) -> BenchRe
         tmod = workdir / "vox" / f"{checkpoint.name}-{label}.tmod"
         args = ["--checkpoint", str(checkpoint), "--tmod", str(tmod), "--dtype", dtype, "--quant", vox_quant]
         data["vox"][label] = run_peer(
-            "vox", config.vox_python, args + _peer_common_args(config, threads), say
+            "vox", peer_python("vox", config.vox_python), args + _peer_common_args(config, threads), say
         )
     data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return write_report(data, Path(config.out), config.tag)

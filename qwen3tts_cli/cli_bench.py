@@ -39,9 +39,17 @@ def bench(
     ] = DEFAULT_WORKDIR,
     out: Annotated[Path, typer.Option(help="Folder for the JSON and markdown results.")] = DEFAULT_OUT,
     official_python: Annotated[
-        Path | None, typer.Option(help="A Python with torch + qwen-tts: adds the official column.")
+        Path | None,
+        typer.Option(
+            help="A Python with torch + qwen-tts (default: this one if it has them): official column."
+        ),
     ] = None,
-    vox_python: Annotated[Path | None, typer.Option(help="A Python with vox-tts: adds its column.")] = None,
+    vox_python: Annotated[
+        Path | None, typer.Option(help="A Python with vox-tts (default: this one, if it has it): its column.")
+    ] = None,
+    peers: Annotated[
+        bool, typer.Option(help="Measure the peers where installed (--no-peers: ours only).")
+    ] = True,
     peers_every_quant: Annotated[
         bool, typer.Option(help="Run vox once per quant (q8_0->q8, q4_k_m->q4) rather than only once.")
     ] = True,
@@ -78,6 +86,7 @@ def bench(
         out=out,
         official_python=official_python,
         vox_python=vox_python,
+        peers=peers,
         peers_every_quant=peers_every_quant,
         tag=tag,
         blas_threads=blas_threads,

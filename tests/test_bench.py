@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +111,10 @@ def test_reruns_reuse_the_prepared_folders(report: bench.BenchReport, tmp_path: 
         workdir=workdir,
         out=tmp_path,
         vocabulary="fixture",
+        peers=False,
     )
     again = bench.run_benchmark(config)
+    assert again.data["official"] is None and again.data["vox"] == {}  # --no-peers: ours only
     assert again.data["checkpoint"]["cached"] is True
     assert again.data["ours"]["q8_0"]["conversion"]["cached"] is True
     assert "long" not in again.data["ours"]["q8_0"]
@@ -160,3 +163,15 @@ def test_a_folder_without_the_8bit_projection_is_converted_again(tmp_path: Path,
     assert not bench._current_conversion(folder)
     again, record = bench.prepare_converted(tmp_path, checkpoint, "q8_0", 1, lambda _line: None)
     assert again == folder and not record.get("cached") and bench._current_conversion(folder)
+
+
+def test_a_peer_installed_here_runs_in_this_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "vox").mkdir()
+    (tmp_path / "vox" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert bench.peer_python("vox", None) == Path(sys.executable)
+    assert bench.peer_python("vox", tmp_path / "python") == tmp_path / "python"  # the one given wins
+    monkeypatch.setitem(bench.PEER_MODULES, "official", ("torch", "no_such_module_for_qwen3tts"))
+    assert bench.peer_python("official", None) is None
