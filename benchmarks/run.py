@@ -123,10 +123,7 @@ def main() -> int:
         )
         report = bench.run_benchmark(config, say=say)
         if size == "0.6b" and "q8_0" in quants:
-            vocabulary = bench.resolve_vocabulary(config.vocabulary)
-            checkpoint = bench.checkpoint_dir(
-                args.workdir.expanduser(), config.kind, size, real_vocabulary=vocabulary is not None
-            )
+            checkpoint = Path(report.data["checkpoint"]["folder"])
             report.data["convert_script"] = time_convert_script(checkpoint, "q8_0", args.threads)
             report = bench.write_report(report.data, args.out, args.tag)
         print(report.markdown)

@@ -737,9 +737,10 @@ def run_benchmark(config: BenchConfig, say: Say = lambda _line: None) -> BenchRe
     from qwen3tts_cli import __version__
 
     data["version"] = __version__
-    checkpoint, data["checkpoint"] = prepare_checkpoint(
+    checkpoint, record = prepare_checkpoint(
         workdir, config.kind, config.size, config.checkpoint_seed, say, resolve_vocabulary(config.vocabulary)
     )
+    data["checkpoint"] = {**record, "folder": str(checkpoint)}
     data["text"]["tokens"] = prompt_lengths(checkpoint)
     for quant in config.quants:
         try:

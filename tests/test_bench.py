@@ -69,6 +69,7 @@ def test_json_has_the_measurements(report: bench.BenchReport) -> None:
     assert ours["peak_rss_mb"] > 0 and ours["load_seconds"] > 0
     assert ours["conversion"]["seconds"] > 0 and ours["conversion"]["peak_rss_mb"] > 0
     assert data["checkpoint"]["vocabulary"].startswith("fixture")
+    assert (Path(data["checkpoint"]["folder"]) / "config.json").is_file()
     assert data["text"]["tokens"]["single"] > 0 and len(data["text"]["tokens"]["long_pieces"]) == 7
 
 

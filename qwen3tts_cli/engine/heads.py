@@ -19,6 +19,8 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from qwen3tts_cli.engine.onnx_session import cpu_options
+
 # 4 = int8 activations (integer dot products); level 0 dequantizes to f32 and is ~40x slower
 ACCURACY_LEVEL = 4
 _IR_VERSION = 9  # onnxruntime refuses the newest IR versions the onnx helper writes by default
@@ -70,11 +72,7 @@ def _external(name: str, dtype: int, shape: list[int]) -> TensorProto:
 
 
 def _session(model: bytes, weights: list[ort.OrtValue]) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options = cpu_options(1)
     options.add_external_initializers([_CODES, _SCALES], weights)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 

@@ -9,6 +9,17 @@ import onnxruntime as ort
 from qwen3tts_cli.errors import Qwen3TTSError
 
 
+def cpu_options(threads: int) -> ort.SessionOptions:
+    """`threads` intra-op threads that sleep when idle (no spinning: llama.cpp shares the cores), one
+    operator at a time."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def cpu_session(
     model_path: str | Path, threads: int, what: str, *, prepack_weights: bool = True
 ) -> ort.InferenceSession:
@@ -20,11 +31,7 @@ def cpu_session(
     path = Path(model_path)
     if not path.is_file():
         raise Qwen3TTSError(f"{what} model {path} does not exist", "convert the model again")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, int(threads))
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options = cpu_options(threads)
     if not prepack_weights:
         options.add_session_config_entry("session.disable_prepacking", "1")
     try:
