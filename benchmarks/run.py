@@ -7,10 +7,12 @@
 Each configuration goes through `qwen3tts_cli.bench.run_benchmark` (the same code as `qwen3tts bench`).
 Peers are used when their interpreters exist: the official code from --official-python (default
 /work/refenv/bin/python), vox-tts from --vox-python (default /work/voxenv/bin/python; create it with
-benchmarks/setup_vox.sh). The conversion of the 0.6B checkpoint by scripts/convert_gguf.py is timed with
-`/usr/bin/time -v` when that tool exists. Before each configuration the script waits (up to --wait-quiet
-seconds) for the 1-minute load average to fall below --quiet-load, so numbers are taken on a quiet machine
-when one can be had; the load actually seen is recorded either way.
+benchmarks/setup_vox.sh), upstream llama.cpp's own Qwen3-TTS pipeline from --llama-cpp-source (default
+~/.cache/qwen3tts/llama.cpp-source; create it with benchmarks/setup_upstream.sh). The conversion of the
+0.6B checkpoint by scripts/convert_gguf.py is timed with `/usr/bin/time -v` when that tool exists. Before
+each configuration the script waits (up to --wait-quiet seconds) for the 1-minute load average to fall
+below --quiet-load, so numbers are taken on a quiet machine when one can be had; the load actually seen
+is recorded either way.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--official-python", type=Path, default=Path("/work/refenv/bin/python"))
     parser.add_argument("--vox-python", type=Path, default=Path("/work/voxenv/bin/python"))
+    parser.add_argument(
+        "--llama-cpp-source",
+        type=Path,
+        default=Path.home() / ".cache" / "qwen3tts" / "llama.cpp-source",
+        help="llama.cpp source tree for the upstream column (benchmarks/setup_upstream.sh makes it)",
+    )
     parser.add_argument("--quiet-load", type=float, default=0.5, help="wait for a load average below this")
     parser.add_argument("--wait-quiet", type=float, default=600, help="seconds to wait for a quiet machine")
     parser.add_argument(
@@ -116,6 +124,7 @@ def main() -> int:
             out=args.out,
             official_python=peer(args.official_python),
             vox_python=peer(args.vox_python),
+            llama_cpp_source=peer(args.llama_cpp_source),
             peers=not args.no_peers,
             tag=args.tag,
             blas_threads=args.blas_threads,

@@ -2,8 +2,9 @@
 
 Random weights never stop on their own, so every run generates a fixed number of frames. Each configuration
 is measured in a fresh subprocess (`python -m qwen3tts_cli.bench ours ...`), so its peak RSS is its own and
-one configuration's caches do not warm the next. Peers (the official PyTorch code, vox-tts) run the same
-checkpoint folder through driver scripts in `benchmarks/`, each in its own interpreter.
+one configuration's caches do not warm the next. Peers (the official PyTorch code, vox-tts, and upstream
+llama.cpp's own Qwen3-TTS pipeline) run the same random weights through driver scripts in `benchmarks/`,
+each in its own interpreter.
 
 The machine is shared, so every measurement records how many cores OTHER processes used while it ran
 (/proc/stat minus our own CPU time) and the load average: noisy numbers are visible as such.
@@ -69,6 +70,9 @@ class BenchConfig:
     out: Path = Path("bench-results")
     official_python: Path | None = None  # None: this interpreter when the peer is installed in it
     vox_python: Path | None = None
+    # a llama.cpp source tree (the one llama-cpp-python was built from) whose converter makes the GGUFs of
+    # upstream's own Qwen3-TTS pipeline (arch qwen3tts + mtmd); None: no llama.cpp column
+    llama_cpp_source: Path | None = None
     peers: bool = True  # False: measure ours only, even where peers are installed
     peers_every_quant: bool = True
     tag: str = ""
@@ -662,7 +666,7 @@ def benchmarks_dir() -> Path | None:
 
 
 # what a peer driver imports: with these installed here, this interpreter runs the peer by itself
-PEER_MODULES = {"official": ("torch", "qwen_tts"), "vox": ("vox",)}
+PEER_MODULES = {"official": ("torch", "qwen_tts"), "vox": ("vox",), "upstream": ("llama_cpp",)}
 
 
 def peer_python(name: str, given: Path | None) -> Path | None:
@@ -733,6 +737,7 @@ def run_benchmark(config: BenchConfig, say: Say = lambda _line: None) -> BenchRe
         "ours": {},
         "official": None,
         "vox": {},
+        "upstream": {},
     }
     from qwen3tts_cli import __version__
 
@@ -779,8 +784,35 @@ def run_benchmark(config: BenchConfig, say: Say = lambda _line: None) -> BenchRe
         data["vox"][label] = run_peer(
             "vox", peer_python("vox", config.vox_python), args + _peer_common_args(config, threads), say
         )
+    data["upstream"] = _run_upstream(config, workdir, threads, say)
     data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return write_report(data, Path(config.out), config.tag)
+
+
+def _run_upstream(config: BenchConfig, workdir: Path, threads: int, say: Say) -> dict[str, Any]:
+    """Upstream llama.cpp's Qwen3-TTS pipeline at each quant, on a Base checkpoint of the same size and seed:
+    upstream loads only checkpoints with a speaker encoder, and the talker, predictor and codec have the
+    same shapes in every kind. Its converter needs torch: it runs in the official peer's interpreter."""
+    quants = config.quants if config.peers_every_quant else config.quants[:1]
+    if config.llama_cpp_source is None:
+        status = "not run (pass --llama-cpp-source; see benchmarks/setup_upstream.sh)"
+        return {quant: {"status": status} for quant in quants}
+    converter = peer_python("official", config.official_python)
+    if converter is None:
+        status = "not run (upstream's converter needs a Python with torch: pass --official-python)"
+        return {quant: {"status": status} for quant in quants}
+    checkpoint, _ = prepare_checkpoint(
+        workdir, "base", config.size, config.checkpoint_seed, say, resolve_vocabulary(config.vocabulary)
+    )
+    source = Path(config.llama_cpp_source).expanduser()
+    records: dict[str, Any] = {}
+    for quant in quants:
+        args = ["--checkpoint", str(checkpoint), "--llama-cpp-source", str(source), "--quant", quant]
+        args += ["--converter-python", str(converter), "--gguf-dir", str(workdir / "upstream")]
+        records[quant] = run_peer(
+            "upstream", peer_python("upstream", None), args + _peer_common_args(config, threads), say
+        )
+    return records
 
 
 def check_config(config: BenchConfig) -> None:
@@ -886,15 +918,14 @@ def render_markdown(data: dict[str, Any]) -> str:
         " are repeated (up to twice the repeats) and left out of the numbers, but kept in the JSON.",
         "",
         "| engine | precision | RTF | first audio | peak RSS | long text RTF | other cores"
-        " | vs official | vs vox |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " | vs official | vs vox | vs llama.cpp |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     official_rtf = _peer_rtf(data.get("official"))
     for quant, entry in data["ours"].items():
-        lines.append(_our_row(quant, entry, official_rtf, data.get("vox", {})))
-    lines.append(_peer_row("official (PyTorch fp32)", data.get("official")))
-    for label, record in data.get("vox", {}).items():
-        lines.append(_peer_row(f"vox-tts {label}", record))
+        lines.append(_our_row(quant, entry, official_rtf, data.get("vox", {}), data.get("upstream", {})))
+    for name, record in _peer_records(data):
+        lines.append(_peer_row(name, record))
     lines += ["", "## Where the time goes (ms per frame)", ""]
     lines += _split_table(data)
     lines += ["", "## Conversion", ""]
@@ -908,10 +939,24 @@ def _vox_label(quant: str) -> str:
     return vox_quant or dtype
 
 
-def _our_row(quant: str, entry: dict[str, Any], official_rtf: float | None, vox: dict[str, Any]) -> str:
+def _peer_records(data: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
+    """Every peer measurement of a report, named as the tables show it."""
+    peers: list[tuple[str, dict[str, Any] | None]] = [("official (PyTorch fp32)", data.get("official"))]
+    peers += [(f"vox-tts {label}", record) for label, record in data.get("vox", {}).items()]
+    peers += [(f"llama.cpp qwen3tts+mtmd {q}", record) for q, record in (data.get("upstream") or {}).items()]
+    return peers
+
+
+def _our_row(
+    quant: str,
+    entry: dict[str, Any],
+    official_rtf: float | None,
+    vox: dict[str, Any],
+    upstream: dict[str, Any],
+) -> str:
     single = entry.get("single")
     if not single:
-        return f"| qwen3tts | {quant} | {entry.get('status')} | | | | | | |"
+        return f"| qwen3tts | {quant} | {entry.get('status')} | | | | | | | |"
     rtf = single["rtf"]
     long = entry.get("long")
     long_rtf = "–"
@@ -926,7 +971,7 @@ def _our_row(quant: str, entry: dict[str, Any], official_rtf: float | None, vox:
         f" {_fmt(1000 * single['first_audio_seconds']['median'], 0, ' ms')} |"
         f" {_fmt(entry.get('peak_rss_mb'), 0, ' MiB')} | {long_rtf} |"
         f" {_quietness(single)} | {_ratio(official_rtf, rtf['median'])} |"
-        f" {_ratio(vox_rtf, rtf['median'])} |"
+        f" {_ratio(vox_rtf, rtf['median'])} | {_ratio(_peer_rtf(upstream.get(quant)), rtf['median'])} |"
     )
 
 
@@ -939,14 +984,15 @@ def _quietness(single: dict[str, Any]) -> str:
 def _peer_row(name: str, record: dict[str, Any] | None) -> str:
     if not record or record.get("status") != "ok":
         status = (record or {}).get("status", "not run")
-        return f"| {name} | | {status} | | | | | | |"
+        return f"| {name} | | {status} | | | | | | | |"
     single = record["single"]
     rtf = single["rtf"]
     return (
         f"| {name} | {record.get('precision', '')} | {_fmt(rtf['median'])} ({_fmt(rtf['min'])}) |"
-        f" {_fmt(1000 * single['first_audio_seconds']['median'], 0, ' ms')} |"
+        f" {_fmt(1000 * single['first_audio_seconds']['median'], 0, ' ms')}"
+        f"{'' if record.get('streaming', True) else ' (no streaming)'} |"
         f" {_fmt(record.get('peak_rss_mb'), 0, ' MiB')} | – |"
-        f" {_quietness(single)} | | |"
+        f" {_quietness(single)} | | | |"
     )
 
 
@@ -965,9 +1011,7 @@ def _split_table(data: dict[str, Any]) -> list[str]:
         if split:  # per frame of one piece; the batch steps all its pieces at once
             cells = " | ".join(_fmt(split.get(k), 1) for k in (*STAGES, "other", "total"))
             lines.append(f"| {quant}, long text (batch {long.get('batch', '?')}) | {cells} |")
-    peers = [("official", data.get("official"))]
-    peers += [(f"vox-tts {label}", record) for label, record in data.get("vox", {}).items()]
-    for label, record in peers:
+    for label, record in _peer_records(data):
         split = (record or {}).get("single", {}).get("per_frame_ms")
         if not split:
             continue

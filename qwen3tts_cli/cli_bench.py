@@ -47,11 +47,18 @@ def bench(
     vox_python: Annotated[
         Path | None, typer.Option(help="A Python with vox-tts (default: this one, if it has it): its column.")
     ] = None,
+    llama_cpp_source: Annotated[
+        Path | None,
+        typer.Option(
+            help="The llama.cpp source tree llama-cpp-python was built from: its converter makes the GGUFs "
+            "of upstream's own Qwen3-TTS pipeline (needs --official-python's torch); its column."
+        ),
+    ] = None,
     peers: Annotated[
         bool, typer.Option(help="Measure the peers where installed (--no-peers: ours only).")
     ] = True,
     peers_every_quant: Annotated[
-        bool, typer.Option(help="Run vox once per quant (q8_0->q8, q4_k_m->q4) rather than only once.")
+        bool, typer.Option(help="Run vox and llama.cpp at every quant (vox: q8_0->q8, q4_k_m->q4), not once.")
     ] = True,
     blas_threads: Annotated[
         int | None, typer.Option(min=1, help="numpy BLAS threads in the measured process (default: inherit).")
@@ -86,6 +93,7 @@ def bench(
         out=out,
         official_python=official_python,
         vox_python=vox_python,
+        llama_cpp_source=llama_cpp_source,
         peers=peers,
         peers_every_quant=peers_every_quant,
         tag=tag,

@@ -98,7 +98,57 @@ def test_missing_peers_are_reported(report: bench.BenchReport) -> None:
     markdown = report.markdown_path.read_text(encoding="utf-8")
     assert "| qwen3tts | q8_0 |" in markdown
     assert "official (PyTorch fp32) | | not installed" in markdown
+    assert report.data["upstream"]["q8_0"]["status"].startswith("not run (pass --llama-cpp-source")
+    assert "llama.cpp qwen3tts+mtmd q8_0 | | not run" in markdown
     assert "## Where the time goes" in markdown
+
+
+def test_upstream_column_needs_a_torch_interpreter_for_its_converter(
+    report: bench.BenchReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(bench.PEER_MODULES, "official", ("no_such_module_for_qwen3tts_tests",))
+    config = bench.BenchConfig(size="tiny", quants=["q8_0", "q4_k_m"], llama_cpp_source=tmp_path)
+    records = bench._run_upstream(config, tmp_path, 1, lambda _line: None)
+    assert set(records) == {"q8_0", "q4_k_m"}
+    assert all("needs a Python with torch" in r["status"] for r in records.values())
+    assert not (tmp_path / "checkpoints").exists()  # nothing built for a column that cannot run
+
+
+def _peer_record(rtf: float, frames: int = 10) -> dict:
+    audio = frames / bench.FRAME_RATE
+    runs = [
+        bench.run_record(
+            {"load": {"other_cores": 0.0}},
+            wall=rtf * audio,
+            first=None,
+            audio=audio,
+            frames=frames,
+            pieces=1,
+            stage_seconds={"talker": 0.1 * audio, "predictor": 0.3 * audio, "decoder": 0.5 * audio},
+        )
+    ]
+    return {
+        "status": "ok",
+        "precision": "q8_0 (talker; mmproj q8_0)",
+        "single": bench.stream_summary(runs),
+        "peak_rss_mb": 2800.0,
+        "streaming": False,
+    }
+
+
+def test_an_upstream_measurement_gets_its_rows_and_ratio(report: bench.BenchReport) -> None:
+    data = json.loads(json.dumps(report.data))
+    ours = data["ours"]["q8_0"]["single"]["rtf"]["median"]
+    data["upstream"] = {"q8_0": _peer_record(rtf=ours * 3)}
+    markdown = bench.render_markdown(data)
+    our_row = next(line for line in markdown.splitlines() if line.startswith("| qwen3tts | q8_0 |"))
+    assert our_row.rstrip(" |").endswith("3.00× faster")  # the last column: vs llama.cpp
+    assert "| llama.cpp qwen3tts+mtmd q8_0 | q8_0 (talker; mmproj q8_0) |" in markdown
+    assert "(no streaming)" in markdown
+    split = next(
+        line for line in markdown.splitlines() if line.startswith("| llama.cpp qwen3tts+mtmd q8_0 | 8")
+    )
+    assert split.split(" | ")[1:3] == ["8.0", "24.0"]  # talker, predictor in ms per frame
 
 
 def test_reruns_reuse_the_prepared_folders(report: bench.BenchReport, tmp_path: Path) -> None:
