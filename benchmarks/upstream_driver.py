@@ -32,6 +32,7 @@ import os
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,8 @@ def build_ggufs(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
     """Upstream's talker GGUF at --quant and its q8_0 mmproj for the checkpoint, converted once (cached)."""
     folder = args.gguf_dir
     folder.mkdir(parents=True, exist_ok=True)
-    name = args.checkpoint.name
+    # GGUFs of another llama.cpp version may not load in this one: the version is part of the name
+    name = f"{args.checkpoint.name}-llama-cpp-python{version('llama-cpp-python')}"
     talker, mmproj = folder / f"{name}-talker-{args.quant}.gguf", folder / f"{name}-mmproj-q8_0.gguf"
     built: list[str] = []
     start = time.perf_counter()
@@ -254,8 +256,6 @@ def main() -> int:
     parser.add_argument("--gguf-dir", type=Path, required=True)
     parser.add_argument("--quant", default="q8_0")
     args = parser.parse_args()
-
-    from importlib.metadata import version
 
     talker, mmproj, build = build_ggufs(args)
     start = time.perf_counter()

@@ -797,6 +797,10 @@ def _run_upstream(config: BenchConfig, workdir: Path, threads: int, say: Say) ->
     if config.llama_cpp_source is None:
         status = "not run (pass --llama-cpp-source; see benchmarks/setup_upstream.sh)"
         return {quant: {"status": status} for quant in quants}
+    source = Path(config.llama_cpp_source).expanduser()
+    if not (source / "convert_hf_to_gguf.py").is_file():
+        status = f"not run (no convert_hf_to_gguf.py in {source}; make it with benchmarks/setup_upstream.sh)"
+        return {quant: {"status": status} for quant in quants}
     converter = peer_python("official", config.official_python)
     if converter is None:
         status = "not run (upstream's converter needs a Python with torch: pass --official-python)"
@@ -804,7 +808,6 @@ def _run_upstream(config: BenchConfig, workdir: Path, threads: int, say: Say) ->
     checkpoint, _ = prepare_checkpoint(
         workdir, "base", config.size, config.checkpoint_seed, say, resolve_vocabulary(config.vocabulary)
     )
-    source = Path(config.llama_cpp_source).expanduser()
     records: dict[str, Any] = {}
     for quant in quants:
         args = ["--checkpoint", str(checkpoint), "--llama-cpp-source", str(source), "--quant", quant]

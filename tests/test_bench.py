@@ -110,6 +110,9 @@ def test_upstream_column_needs_a_torch_interpreter_for_its_converter(
     config = bench.BenchConfig(size="tiny", quants=["q8_0", "q4_k_m"], llama_cpp_source=tmp_path)
     records = bench._run_upstream(config, tmp_path, 1, lambda _line: None)
     assert set(records) == {"q8_0", "q4_k_m"}
+    assert all("no convert_hf_to_gguf.py in" in r["status"] for r in records.values())
+    (tmp_path / "convert_hf_to_gguf.py").write_text("")
+    records = bench._run_upstream(config, tmp_path, 1, lambda _line: None)
     assert all("needs a Python with torch" in r["status"] for r in records.values())
     assert not (tmp_path / "checkpoints").exists()  # nothing built for a column that cannot run
 

@@ -69,6 +69,8 @@ def test_ggufs_are_converted_once_with_upstreams_own_gguf_package(driver: Module
     again = driver.build_ggufs(args)[2]
     assert again["built"] == [] and again["seconds"] == 0.0  # cached: nothing converted twice
     assert not list(args.gguf_dir.glob("*.partial.gguf"))
+    # another llama.cpp version converts anew
+    assert f"llama-cpp-python{driver.version('llama-cpp-python')}" in talker.name
 
 
 def test_a_failed_conversion_says_why_and_leaves_no_model(
@@ -93,7 +95,7 @@ def test_k_quants_are_made_by_llama_cpp_from_an_f16_conversion(
     monkeypatch.setattr(driver, "_quantize", quantize)
     args = _arguments(tmp_path, quant="q4_k_m")
     talker, _, _ = driver.build_ggufs(args)
-    f16 = args.gguf_dir / f"{args.checkpoint.name}-talker-f16.gguf"
+    f16 = talker.with_name(talker.name.replace("-talker-q4_k_m", "-talker-f16"))
     assert json.loads(f16.read_text())["args"][1:3] == ["--outtype", "f16"]
     assert calls == [(f16.name, talker.name, "q4_k_m")]
 
