@@ -13,7 +13,6 @@ are recorded and every per-frame number uses them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,13 +23,11 @@ from typing import Any
 PARITY_DIR = Path(__file__).resolve().parents[1] / "tests" / "parity"
 
 from qwen3tts_cli.bench import (  # noqa: E402
-    SAMPLE_RATE,
     add_driver_arguments,
     cpu_load,
-    peak_rss_mb,
     repeat_quietly,
     run_record,
-    stream_summary,
+    write_driver_result,
 )
 
 
@@ -119,19 +116,16 @@ def main() -> int:
     with torch.inference_mode():
         _one_run(wrapper, timer, args, min(args.frames, 4))  # warm-up
         runs = repeat_quietly(lambda: _one_run(wrapper, timer, args, args.frames), args.repeats)
-    record = {
-        "status": "ok",
-        "precision": "fp32",
-        "threads": args.threads,
-        "load_seconds": round(load_seconds, 2),
-        "single": stream_summary(runs),
-        "peak_rss_mb": round(peak_rss_mb() or 0.0, 1),
-        "sample_rate": SAMPLE_RATE,
-        "streaming": False,
-        "versions": {"torch": torch.__version__, "qwen-tts": version("qwen-tts")},
-        "attention": getattr(wrapper.model.config, "_attn_implementation", None),
-    }
-    args.result.write_text(json.dumps(record), encoding="utf-8")
+    write_driver_result(
+        args.result,
+        runs,
+        precision="fp32",
+        threads=args.threads,
+        load_seconds=load_seconds,
+        streaming=False,
+        versions={"torch": torch.__version__, "qwen-tts": version("qwen-tts")},
+        attention=getattr(wrapper.model.config, "_attn_implementation", None),
+    )
     return 0
 
 

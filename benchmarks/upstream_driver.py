@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import subprocess
 import sys
@@ -39,13 +38,11 @@ from typing import Any
 import numpy as np
 
 from qwen3tts_cli.bench import (
-    SAMPLE_RATE,
     add_driver_arguments,
     cpu_load,
-    peak_rss_mb,
     repeat_quietly,
     run_record,
-    stream_summary,
+    write_driver_result,
 )
 
 CODEC_VOCAB = 3072  # the talker's codec rows, appended after the text vocabulary by upstream's converter
@@ -268,21 +265,18 @@ def main() -> int:
     )
     for run in runs:
         split_stages(run, predictor)
-    record = {
-        "status": "ok",
-        "precision": f"{args.quant} (talker; mmproj q8_0)",
-        "threads": args.threads,
-        "load_seconds": round(load_seconds, 2),
-        "build": build,
-        "single": stream_summary(runs),
-        "peak_rss_mb": round(peak_rss_mb() or 0.0, 1),
-        "sample_rate": SAMPLE_RATE,
-        "streaming": False,
-        "predictor_ms_per_frame": round(predictor * 1000, 2),
-        "versions": {"llama-cpp-python": version("llama-cpp-python")},
-        "files": {"talker": str(talker), "mmproj": str(mmproj)},
-    }
-    args.result.write_text(json.dumps(record), encoding="utf-8")
+    write_driver_result(
+        args.result,
+        runs,
+        precision=f"{args.quant} (talker; mmproj q8_0)",
+        threads=args.threads,
+        load_seconds=load_seconds,
+        streaming=False,
+        versions={"llama-cpp-python": version("llama-cpp-python")},
+        build=build,
+        predictor_ms_per_frame=round(predictor * 1000, 2),
+        files={"talker": str(talker), "mmproj": str(mmproj)},
+    )
     return 0
 
 

@@ -10,7 +10,6 @@ cumulative counters (`Engine.stats()`), differenced per run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -22,13 +21,11 @@ from typing import Any
 os.environ.setdefault("VOX_DEBUG_NO_EOS", "1")  # random weights: run exactly max_frames frames
 
 from qwen3tts_cli.bench import (  # noqa: E402
-    SAMPLE_RATE,
     add_driver_arguments,
     cpu_load,
-    peak_rss_mb,
     repeat_quietly,
     run_record,
-    stream_summary,
+    write_driver_result,
 )
 
 VOX_STAGES = {"prefill": "prefill", "talker": "talker", "predictor": "predictor", "codec": "decoder"}
@@ -111,20 +108,17 @@ def main() -> int:
         lambda: _one_run(engine, voice, args.text, {**params, "max_frames": args.frames}), args.repeats
     )
     plan = engine.plan
-    record = {
-        "status": "ok",
-        "precision": f"{args.quant or args.dtype} ({args.dtype} + {args.quant or 'no quant'})",
-        "threads": args.threads,
-        "load_seconds": round(load_seconds, 2),
-        "build": build,
-        "single": stream_summary(runs),
-        "peak_rss_mb": round(peak_rss_mb() or 0.0, 1),
-        "sample_rate": SAMPLE_RATE,
-        "streaming": True,
-        "versions": {"vox-tts": version("vox-tts")},
-        "plan": {k: plan.get(k) for k in ("backend", "threads", "overlap", "spin", "mode")},
-    }
-    args.result.write_text(json.dumps(record), encoding="utf-8")
+    write_driver_result(
+        args.result,
+        runs,
+        precision=f"{args.quant or args.dtype} ({args.dtype} + {args.quant or 'no quant'})",
+        threads=args.threads,
+        load_seconds=load_seconds,
+        streaming=True,
+        versions={"vox-tts": version("vox-tts")},
+        build=build,
+        plan={k: plan.get(k) for k in ("backend", "threads", "overlap", "spin", "mode")},
+    )
     return 0
 
 

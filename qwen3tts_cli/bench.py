@@ -473,6 +473,33 @@ def run_record(
     return record
 
 
+def write_driver_result(
+    path: Path,
+    runs: list[dict[str, Any]],
+    *,
+    precision: str,
+    threads: int,
+    load_seconds: float,
+    streaming: bool,
+    versions: dict[str, str],
+    **extra: Any,
+) -> None:
+    """A peer driver's measurement, written to --result in the shape `run_peer` reads back."""
+    record = {
+        "status": "ok",
+        "precision": precision,
+        "threads": threads,
+        "load_seconds": round(load_seconds, 2),
+        "single": stream_summary(runs),
+        "peak_rss_mb": round(peak_rss_mb() or 0.0, 1),
+        "sample_rate": SAMPLE_RATE,
+        "streaming": streaming,
+        "versions": versions,
+        **extra,
+    }
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
 def add_driver_arguments(parser: Any) -> None:
     """The options `run_peer` passes to every peer driver (benchmarks/*_driver.py)."""
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -794,17 +821,18 @@ def _run_upstream(config: BenchConfig, workdir: Path, threads: int, say: Say) ->
     upstream loads only checkpoints with a speaker encoder, and the talker, predictor and codec have the
     same shapes in every kind. Its converter needs torch: it runs in the official peer's interpreter."""
     quants = config.quants if config.peers_every_quant else config.quants[:1]
-    if config.llama_cpp_source is None:
-        status = "not run (pass --llama-cpp-source; see benchmarks/setup_upstream.sh)"
-        return {quant: {"status": status} for quant in quants}
-    source = Path(config.llama_cpp_source).expanduser()
-    if not (source / "convert_hf_to_gguf.py").is_file():
-        status = f"not run (no convert_hf_to_gguf.py in {source}; make it with benchmarks/setup_upstream.sh)"
-        return {quant: {"status": status} for quant in quants}
+    source = Path(config.llama_cpp_source).expanduser() if config.llama_cpp_source else None
     converter = peer_python("official", config.official_python)
-    if converter is None:
-        status = "not run (upstream's converter needs a Python with torch: pass --official-python)"
-        return {quant: {"status": status} for quant in quants}
+    if source is None:
+        reason = "pass --llama-cpp-source; see benchmarks/setup_upstream.sh"
+    elif not (source / "convert_hf_to_gguf.py").is_file():
+        reason = f"no convert_hf_to_gguf.py in {source}; make it with benchmarks/setup_upstream.sh"
+    elif converter is None:
+        reason = "upstream's converter needs a Python with torch: pass --official-python"
+    else:
+        reason = ""
+    if reason:
+        return {quant: {"status": f"not run ({reason})"} for quant in quants}
     checkpoint, _ = prepare_checkpoint(
         workdir, "base", config.size, config.checkpoint_seed, say, resolve_vocabulary(config.vocabulary)
     )
