@@ -17,7 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from qwen3tts_cli import bench
-from qwen3tts_cli.cli_bench import bench as bench_command
+from qwen3tts_cli.cli.bench import bench as bench_command
 
 FRAMES = 2
 

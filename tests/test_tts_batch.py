@@ -102,7 +102,7 @@ def test_a_closed_model_refuses_work_instead_of_crashing(batched_tts: TTS) -> No
 
 
 def test_cli_batch_size_counts_the_spoken_pieces_not_the_tags() -> None:
-    from qwen3tts_cli.cli_voice import batch_size
+    from qwen3tts_cli.cli.voice import batch_size
 
     long_tag = "[" + " ".join(["A long description sentence of a voice that goes on and on here."] * 4) + "]"
     assert batch_size(None, long_tag + " Hello there, my friend.", split=True, play=False) == 1

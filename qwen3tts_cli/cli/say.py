@@ -1,6 +1,6 @@
 """`qwen3tts say`: the options, checked in order of cost, then one streamed request.
 
-Order: text and option conflicts (cli_voice), output target and sinks (cli_speak), then the model is
+Order: text and option conflicts (voice.py), output target and sinks (speak.py), then the model is
 resolved (maybe downloaded and converted) and loaded, the request built and streamed into the sinks.
 """
 
@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from qwen3tts_cli.cli_codes import check_codes_target
-from qwen3tts_cli.cli_common import (
+from qwen3tts_cli.cli.codes import check_codes_target
+from qwen3tts_cli.cli.common import (
     JsonOption,
     ModelDirOption,
     ModelOption,
@@ -25,8 +25,8 @@ from qwen3tts_cli.cli_common import (
     model_argument,
     read_text,
 )
-from qwen3tts_cli.cli_speak import open_sinks, output_target, report, speak, summary
-from qwen3tts_cli.cli_voice import (
+from qwen3tts_cli.cli.speak import open_sinks, output_target, report, speak, summary
+from qwen3tts_cli.cli.voice import (
     GenerationChoice,
     VoiceChoice,
     batch_size,

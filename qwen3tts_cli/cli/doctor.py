@@ -14,7 +14,7 @@ from importlib import metadata
 from typing import Any
 
 from qwen3tts_cli import __version__, catalog
-from qwen3tts_cli.cli_common import JsonOption, print_json
+from qwen3tts_cli.cli.common import JsonOption, print_json
 
 # Distributions whose versions matter for bug reports (pip names).
 PACKAGES = (

@@ -6,9 +6,8 @@
 
 Every failure the user can fix is one line on stderr, `error: <message> (<hint>)`, and a non-zero exit code
 (1; 2 for a wrong command line; 130 after Ctrl-C, 143 after SIGTERM). `--debug` (anywhere on the command
-line, or QWEN3TTS_DEBUG=1) adds the traceback. Library warnings print as `warning: ...` lines. Commands live
-in cli_say.py (say, clone), cli_manage.py (voices, models, speakers, languages, convert), cli_doctor.py and
-cli_bench.py.
+line, or QWEN3TTS_DEBUG=1) adds the traceback. Library warnings print as `warning: ...` lines. Each command
+lives in its own module of this package (see __init__.py).
 """
 
 from __future__ import annotations
@@ -25,11 +24,11 @@ from typing import Annotated, Any
 import typer
 
 from qwen3tts_cli import __version__
-from qwen3tts_cli.cli_clone import clone
-from qwen3tts_cli.cli_common import UsageProblem, error_line, show_warnings_as_lines
-from qwen3tts_cli.cli_doctor import doctor
-from qwen3tts_cli.cli_manage import convert, languages, models_app, speakers, voices_app
-from qwen3tts_cli.cli_say import say
+from qwen3tts_cli.cli.clone import clone
+from qwen3tts_cli.cli.common import UsageProblem, error_line, show_warnings_as_lines
+from qwen3tts_cli.cli.doctor import doctor
+from qwen3tts_cli.cli.manage import convert, languages, models_app, speakers, voices_app
+from qwen3tts_cli.cli.say import say
 from qwen3tts_cli.errors import Qwen3TTSError
 
 PROG = "qwen3tts"
@@ -79,9 +78,9 @@ app.command("convert")(convert)
 
 
 def _register_bench() -> None:
-    """`bench` lives in cli_bench.py (its own engineer); the CLI must work even while it is missing."""
+    """`bench` lives in bench.py (its own engineer); the CLI must work even while it is missing."""
     try:
-        from qwen3tts_cli.cli_bench import bench
+        from qwen3tts_cli.cli.bench import bench
     except ImportError:
         return
     app.command("bench")(bench)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from qwen3tts_cli import catalog
-from qwen3tts_cli.cli_common import (
+from qwen3tts_cli.cli.common import (
     JsonOption,
     ModelDirOption,
     ModelOption,
@@ -19,7 +19,7 @@ from qwen3tts_cli.cli_common import (
     model_argument,
     print_json,
 )
-from qwen3tts_cli.cli_voice import load_tts, model_for
+from qwen3tts_cli.cli.voice import load_tts, model_for
 from qwen3tts_cli.errors import Qwen3TTSError
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qwen3tts_cli import catalog, spec
-from qwen3tts_cli.cli_common import download_messages, usage_error
+from qwen3tts_cli.cli.common import download_messages, usage_error
 from qwen3tts_cli.errors import Qwen3TTSError
 
 if TYPE_CHECKING:

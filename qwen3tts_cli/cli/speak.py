@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qwen3tts_cli.cli_codes import CodesCollector
-from qwen3tts_cli.cli_common import Progress, print_json, status, usage_error
+from qwen3tts_cli.cli.codes import CodesCollector
+from qwen3tts_cli.cli.common import Progress, print_json, status, usage_error
 
 if TYPE_CHECKING:
     from qwen3tts_cli.audio import AudioSink

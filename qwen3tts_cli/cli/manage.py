@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from qwen3tts_cli import catalog, spec
-from qwen3tts_cli.cli_common import (
+from qwen3tts_cli.cli.common import (
     JsonOption,
     ModelDirOption,
     ModelOption,
