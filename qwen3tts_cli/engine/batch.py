@@ -13,13 +13,15 @@ When a sequence finishes its slot is freed and the next waiting prompt is admitt
 rides along in the next talker decode (llama.cpp splits the mixed batch into equal micro-batches), so more
 prompts than slots stream through the batch without waiting for the slowest one.
 
-Frames are yielded as `(sequence_index, frame)` as soon as they are complete: per step, in slot order.
+`SequenceBatch` is the step-wise core (sequences join and leave between steps: the scheduler of
+`engine.scheduler` drives it for many requests); `BatchedFrameGenerator` runs a fixed list of prompts through
+it and yields `(prompt_index, frame)` as soon as frames are complete: per step, in slot order.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -63,7 +65,7 @@ class MultiSequenceModel(Protocol):
 class _Sequence:
     """One prompt in flight: where it lives, how it picks tokens, and the talker output to pick from."""
 
-    index: int  # position in the caller's prompt list
+    key: Hashable  # the caller's name for it
     slot: int  # seq id in both contexts
     prompt: Prompt
     settings: GenerationSettings
@@ -73,149 +75,135 @@ class _Sequence:
     step: int = 0
     hidden: np.ndarray | None = None  # talker hidden of the last position
     logits: np.ndarray | None = None  # talker logits of the last position
+    frame: np.ndarray | None = None  # the frame to feed the talker at the next step
+    prefilled: bool = False
 
     def limit_reached(self) -> bool:
         return self.step == self.settings.max_new_tokens - 1
 
 
-class BatchedFrameGenerator:
-    """Runs the official frame loop for several prompts at once on two multi-sequence models."""
+class SequenceBatch:
+    """Sequences side by side in the two contexts: `add` one into a free slot at any time, `step` advances
+    every one of them by a frame, `remove` drops one (its slot is free at once).
+
+    A sequence added between steps is prefilled inside the next step's talker decode (`joint_prefill`), so
+    it joins a running batch without stalling the others; what it generates does not depend on when it
+    joined or on what else is in the batch (each row is computed on its own: batched == solo).
+    """
 
     def __init__(
         self,
         talker: MultiSequenceModel,
         predictor: MultiSequenceModel,
         tables: CodecTables,
-        rules: TalkerRules,
         num_code_groups: int = 16,
         *,
         max_sequences: int | None = None,
         joint_prefill: bool = True,
     ) -> None:
-        """`max_sequences` caps the slots (default: what both contexts hold); `joint_prefill=False`
-        prefills each admitted prompt in its own decode instead of inside the next batched step."""
         self.talker = talker
         self.predictor = predictor
         self.tables = tables
-        self.rules = rules
         self.num_code_groups = num_code_groups
         self.slots = min(talker.n_seq_max, predictor.n_seq_max, max_sequences or talker.n_seq_max)
         if self.slots < 1:
             raise ValueError("the batch needs at least one sequence slot")
         self.joint_prefill = joint_prefill
-
-    def frames(
-        self,
-        prompts: Sequence[Prompt],
-        settings: Sequence[GenerationSettings],
-        *,
-        lead_frames: int = 0,
-        on_finish: Callable[[int], None] | None = None,
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (prompt index, int64 [16] frame) until every prompt hit EOS or its limit.
-
-        Frames of one prompt come in order; prompts are admitted in list order as slots free up.
-        `lead_frames > 0` runs the first prompt alone for that many frames before the others join, so a
-        streaming caller's first audio waits neither for their prefills nor for slower batched steps.
-        `on_finish(index)` is called when a prompt has produced its last frame (EOS or limit).
-        """
-        if len(prompts) != len(settings):
-            raise ValueError(f"{len(prompts)} prompts but {len(settings)} settings")
-        waiting = deque(range(len(prompts)))
-        free_slots = deque(range(self.slots))
+        self._free: deque[int] = deque(range(self.slots))
+        self._sequences: dict[Hashable, _Sequence] = {}
         self.talker.clear()
-        held_back: deque[int] = deque()  # prompts waiting for the lead prompt's first frames
-        if lead_frames > 0:
-            held_back = deque(list(waiting)[1:])
-            waiting = deque(list(waiting)[:1])
-        active = self._talk([], self._admit(waiting, free_slots, prompts, settings))
-        lead_emitted = 0
-        while active:
-            still_running, codes0 = self._pick_codes0(active, free_slots)
-            if on_finish is not None:
-                running = {seq.index for seq in still_running}
-                for seq in active:
-                    if seq.index not in running:
-                        on_finish(seq.index)
-            frames = self._residual_codes(still_running, codes0)
-            for seq, frame in zip(still_running, frames, strict=True):
-                lead_emitted += seq.index == 0
-                yield seq.index, frame
-            lead_running = any(seq.index == 0 for seq in still_running)
-            if held_back and (lead_emitted >= lead_frames or not lead_running):
-                waiting.extend(held_back)
-                held_back.clear()
-            newcomers = self._admit(waiting, free_slots, prompts, settings)
-            active = self._talk(list(zip(still_running, frames, strict=True)), newcomers)
 
-    def generate(self, prompts: Sequence[Prompt], settings: Sequence[GenerationSettings]) -> list[np.ndarray]:
-        """All frames of every prompt: one int64 [F_i, 16] array per prompt."""
-        collected: list[list[np.ndarray]] = [[] for _ in prompts]
-        for index, frame in self.frames(prompts, settings):
-            collected[index].append(frame)
-        return [
-            np.stack(frames) if frames else np.zeros((0, self.num_code_groups), dtype=np.int64)
-            for frames in collected
-        ]
+    # ---- membership ------------------------------------------------------------------------------------
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
 
-    # ---- scheduling ------------------------------------------------------------------------------------
-    def _admit(
-        self,
-        waiting: deque[int],
-        free_slots: deque[int],
-        prompts: Sequence[Prompt],
-        settings: Sequence[GenerationSettings],
-    ) -> list[_Sequence]:
-        """Waiting prompts moved into free slots (lowest index first), each with its own seeded sampler."""
-        admitted = []
-        while waiting and free_slots:
-            index, slot = waiting.popleft(), free_slots.popleft()
-            sampler = Sampler(settings[index].seed)
-            admitted.append(
-                _Sequence(
-                    index=index,
-                    slot=slot,
-                    prompt=prompts[index],
-                    settings=settings[index],
-                    pick_code0=TalkerSampler(self.rules, settings[index].talker, sampler),
-                    pick_residual=PredictorSampler(settings[index].predictor, sampler),
-                )
-            )
-        return admitted
+    def __len__(self) -> int:
+        return len(self._sequences)
 
-    def _pick_codes0(
-        self, active: list[_Sequence], free_slots: deque[int]
-    ) -> tuple[list[_Sequence], list[int]]:
-        """Code 0 of every active sequence; finished ones (EOS / limit) give their slot back."""
+    def __contains__(self, key: object) -> bool:
+        return key in self._sequences
+
+    def add(self, key: Hashable, prompt: Prompt, settings: GenerationSettings, rules: TalkerRules) -> None:
+        """Admit a prompt into the free slot that has been free longest, with its own seeded sampler; it is prefilled at the
+        next step."""
+        if not self._free:
+            raise RuntimeError("no free sequence slot")
+        if key in self._sequences:
+            raise ValueError(f"sequence {key!r} is already in the batch")
+        sampler = Sampler(settings.seed)
+        self._sequences[key] = _Sequence(
+            key=key,
+            slot=self._free.popleft(),
+            prompt=prompt,
+            settings=settings,
+            pick_code0=TalkerSampler(rules, settings.talker, sampler),
+            pick_residual=PredictorSampler(settings.predictor, sampler),
+        )
+
+    def remove(self, key: Hashable) -> None:
+        """Drop a sequence (cancelled): its KV cache is cleared and its slot is free for the next `add`."""
+        seq = self._sequences.pop(key, None)
+        if seq is not None:
+            self._release(seq)
+
+    def reset(self) -> None:
+        """Forget every sequence (after a failed step, whose contexts are in an unknown state)."""
+        self._sequences.clear()
+        self._free = deque(range(self.slots))
+        self.talker.clear()
+
+    def _release(self, seq: _Sequence) -> None:
+        self.talker.clear_sequence(seq.slot)
+        self._free.append(seq.slot)
+
+    # ---- one frame for everyone --------------------------------------------------------------------------
+    def step(self) -> list[tuple[Hashable, np.ndarray | None]]:
+        """One talker decode (every running sequence's last frame plus the newcomers' prompts), then code 0
+        and the residual codes of every sequence.
+
+        Returns `(key, frame)` per sequence that produced a frame, and `(key, None)` for each that ended
+        (EOS or its limit; it has left the batch) - the ended ones first, then frames in slot order.
+        """
+        if not self._sequences:
+            return []
+        active = sorted(self._sequences.values(), key=lambda seq: seq.slot)
+        stepping = [seq for seq in active if seq.prefilled]
+        newcomers = [seq for seq in active if not seq.prefilled]
+        self._talk(stepping, newcomers)
+        ended: list[tuple[Hashable, np.ndarray | None]] = []
         still_running: list[_Sequence] = []
         codes0: list[int] = []
         for seq in active:
             code0 = seq.pick_code0(seq.logits, seq.previous)
             seq.previous.append(code0)
             # as in the solo loop: EOS and the last allowed token never get residual codes
-            if code0 == self.rules.eos_id or seq.limit_reached():
-                self.talker.clear_sequence(seq.slot)
-                free_slots.append(seq.slot)
+            if code0 == seq.pick_code0.rules.eos_id or seq.limit_reached():
+                del self._sequences[seq.key]
+                self._release(seq)
+                ended.append((seq.key, None))
             else:
                 still_running.append(seq)
                 codes0.append(code0)
-        return still_running, codes0
+        frames = self._residual_codes(still_running, codes0)
+        for seq, frame in zip(still_running, frames, strict=True):
+            seq.frame = frame
+        return ended + [(seq.key, frame) for seq, frame in zip(still_running, frames, strict=True)]
 
     # ---- talker ----------------------------------------------------------------------------------------
-    def _talk(
-        self, stepping: list[tuple[_Sequence, np.ndarray]], newcomers: list[_Sequence]
-    ) -> list[_Sequence]:
-        """One talker step for every running sequence plus the prefill of the newcomers; returns them all
-        (slot order) with their last hidden state and logits set."""
+    def _talk(self, stepping: list[_Sequence], newcomers: list[_Sequence]) -> None:
+        """One talker step for every running sequence (fed its last frame) plus the prefill of the
+        newcomers; each gets its last hidden state and logits."""
         parts: list[tuple[_Sequence, np.ndarray]] = []
         if stepping:
-            sequences = [seq for seq, _ in stepping]
-            rows = self._frame_embeddings(np.stack([frame for _, frame in stepping]))
-            rows += np.stack([seq.prompt.text_for_step(seq.step) for seq in sequences])
-            for seq in sequences:
+            rows = self._frame_embeddings(np.stack([seq.frame for seq in stepping]))
+            rows += np.stack([seq.prompt.text_for_step(seq.step) for seq in stepping])
+            for seq in stepping:
                 seq.step += 1
-            parts.extend((seq, row[None]) for seq, row in zip(sequences, rows, strict=True))
+            parts.extend((seq, row[None]) for seq, row in zip(stepping, rows, strict=True))
         prefills = [(seq, seq.prompt.prefill) for seq in newcomers]
+        for seq in newcomers:
+            seq.prefilled = True
         if self.joint_prefill:
             self._decode_talker(parts + prefills)
         else:
@@ -223,7 +211,6 @@ class BatchedFrameGenerator:
                 self._decode_talker([part])
             if parts:
                 self._decode_talker(parts)
-        return sorted([seq for seq, _ in parts] + newcomers, key=lambda seq: seq.slot)
 
     def _decode_talker(self, parts: list[tuple[_Sequence, np.ndarray]]) -> None:
         """Decode all rows in one call; keep each sequence's last hidden state and logits."""
@@ -278,3 +265,87 @@ class BatchedFrameGenerator:
             embedding = self.tables.codec_embed(group, frames[:, group])
             hidden, _ = self.predictor.decode_sequences(self.tables.project(embedding), slots)
         return list(frames)
+
+
+class BatchedFrameGenerator:
+    """Runs the official frame loop for a list of prompts at once on two multi-sequence models."""
+
+    def __init__(
+        self,
+        talker: MultiSequenceModel,
+        predictor: MultiSequenceModel,
+        tables: CodecTables,
+        rules: TalkerRules,
+        num_code_groups: int = 16,
+        *,
+        max_sequences: int | None = None,
+        joint_prefill: bool = True,
+    ) -> None:
+        """`max_sequences` caps the slots (default: what both contexts hold); `joint_prefill=False`
+        prefills each admitted prompt in its own decode instead of inside the next batched step."""
+        self.talker = talker
+        self.predictor = predictor
+        self.tables = tables
+        self.rules = rules
+        self.num_code_groups = num_code_groups
+        self.max_sequences = max_sequences
+        self.joint_prefill = joint_prefill
+        self.slots = min(talker.n_seq_max, predictor.n_seq_max, max_sequences or talker.n_seq_max)
+        if self.slots < 1:
+            raise ValueError("the batch needs at least one sequence slot")
+
+    def frames(
+        self,
+        prompts: Sequence[Prompt],
+        settings: Sequence[GenerationSettings],
+        *,
+        lead_frames: int = 0,
+        on_finish: Callable[[int], None] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (prompt index, int64 [16] frame) until every prompt hit EOS or its limit.
+
+        Frames of one prompt come in order; prompts are admitted in list order as slots free up.
+        `lead_frames > 0` runs the first prompt alone for that many frames before the others join, so a
+        streaming caller's first audio waits neither for their prefills nor for slower batched steps.
+        `on_finish(index)` is called when a prompt has produced its last frame (EOS or limit).
+        """
+        if len(prompts) != len(settings):
+            raise ValueError(f"{len(prompts)} prompts but {len(settings)} settings")
+        batch = SequenceBatch(
+            self.talker,
+            self.predictor,
+            self.tables,
+            self.num_code_groups,
+            max_sequences=self.max_sequences,
+            joint_prefill=self.joint_prefill,
+        )
+        waiting = deque(range(len(prompts)))
+        lead_emitted, lead_running = 0, bool(prompts)
+
+        def admit() -> None:
+            held = lead_frames > 0 and lead_running and lead_emitted < lead_frames
+            while waiting and batch.free_slots and not (held and waiting[0] != 0):
+                index = waiting.popleft()
+                batch.add(index, prompts[index], settings[index], self.rules)
+
+        admit()
+        while len(batch):
+            for index, frame in batch.step():
+                if frame is None:
+                    lead_running = lead_running and index != 0
+                    if on_finish is not None:
+                        on_finish(index)
+                    continue
+                lead_emitted += index == 0
+                yield index, frame
+            admit()
+
+    def generate(self, prompts: Sequence[Prompt], settings: Sequence[GenerationSettings]) -> list[np.ndarray]:
+        """All frames of every prompt: one int64 [F_i, 16] array per prompt."""
+        collected: list[list[np.ndarray]] = [[] for _ in prompts]
+        for index, frame in self.frames(prompts, settings):
+            collected[index].append(frame)
+        return [
+            np.stack(frames) if frames else np.zeros((0, self.num_code_groups), dtype=np.int64)
+            for frames in collected
+        ]
