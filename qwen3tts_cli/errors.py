@@ -13,3 +13,7 @@ class Qwen3TTSError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class Busy(Qwen3TTSError):
+    """Too many requests are waiting for the shared batch; retrying later can succeed (HTTP 429)."""

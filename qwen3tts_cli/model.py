@@ -13,7 +13,7 @@ from qwen3tts_cli import spec
 from qwen3tts_cli.catalog import Capabilities
 from qwen3tts_cli.convert.checkpoint import read_json
 from qwen3tts_cli.convert.manifest import Manifest, verify
-from qwen3tts_cli.engine.batch import BatchedFrameGenerator
+from qwen3tts_cli.engine.batch import BatchedFrameGenerator, SequenceBatch
 from qwen3tts_cli.engine.decoder import StreamingDecoder
 from qwen3tts_cli.engine.encoder import CodecEncoder, SpeakerEncoder
 from qwen3tts_cli.engine.generate import FrameGenerator
@@ -144,14 +144,21 @@ class LoadedModel:
     def languages(self) -> list[str]:
         return self.prompt_config.supported_languages
 
+    def talker_rules(self, repetition_penalty: float) -> TalkerRules:
+        return TalkerRules.from_talker_config(self.config.get("talker_config", {}), repetition_penalty)
+
+    def sequence_batch(self) -> SequenceBatch:
+        """The step-wise batch over both contexts' `max_batch` slots (what the scheduler drives)."""
+        return SequenceBatch(self.talker, self.predictor, self.tables, self.prompt_config.num_code_groups)
+
     def frame_generator(self, repetition_penalty: float) -> FrameGenerator:
-        rules = TalkerRules.from_talker_config(self.config.get("talker_config", {}), repetition_penalty)
+        rules = self.talker_rules(repetition_penalty)
         return FrameGenerator(
             self.talker, self.predictor, self.tables, rules, self.prompt_config.num_code_groups
         )
 
     def batched_generator(self, batch: int, repetition_penalty: float) -> BatchedFrameGenerator:
-        rules = TalkerRules.from_talker_config(self.config.get("talker_config", {}), repetition_penalty)
+        rules = self.talker_rules(repetition_penalty)
         return BatchedFrameGenerator(
             self.talker,
             self.predictor,

@@ -7,25 +7,21 @@
 
 A request's text is split at sentence ends into pieces; each piece is generated with the same voice
 (its own talker sequence and decoder stream), and the pieces are joined with short fades. Frames go to the
-streaming decoder every few frames, so the first audio arrives after a handful of frames.
+streaming decoder every few frames, so the first audio arrives after a handful of frames. Requests from any
+number of threads share the model through `engine.scheduler`.
 """
 
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
 from qwen3tts_cli import audio as audio_io
 from qwen3tts_cli import catalog, hub, spec
-from qwen3tts_cli.engine.decoder import DecoderStream
-from qwen3tts_cli.engine.pipeline import BackgroundDecoder
 from qwen3tts_cli.engine.prompt import (
     Prompt,
     VoiceClone,
@@ -34,12 +30,12 @@ from qwen3tts_cli.engine.prompt import (
     voice_design_prompt,
 )
 from qwen3tts_cli.engine.sampling import GenerationSettings
+from qwen3tts_cli.engine.scheduler import JobSpec, ScheduledRequest, Scheduler, SchedulerStats
 from qwen3tts_cli.errors import Qwen3TTSError
 from qwen3tts_cli.model import DEFAULT_TALKER_CONTEXT, LoadedModel
 from qwen3tts_cli.text import parse_control, split_text
 from qwen3tts_cli.voices import MODE_ICL, MODE_XVECTOR, VoiceLibrary, VoicePack
 
-T = TypeVar("T")
 DEFAULT_SPEAKER = "ryan"
 # Decoder chunk schedule: the first frame is decoded alone (first audio one frame after the prompt), then
 # chunks double up to CHUNK_FRAMES, so playback gets audio early while later calls stay efficient. The
@@ -134,11 +130,31 @@ class _Plan:
 
 
 class TTS:
-    """A loaded Qwen3-TTS model. Not thread-safe: one request at a time (llama.cpp contexts are stateful)."""
+    """A loaded Qwen3-TTS model, safe to use from several threads at once.
 
-    def __init__(self, model: LoadedModel, voices: VoiceLibrary | None = None) -> None:
+    Every request joins one shared llama.cpp batch (`engine.scheduler`): up to the model's `max_batch`
+    sequences are generated together, and each request's audio equals what it gives alone with the same
+    seed. `max_waiting` requests may wait for a slot; more raise `Busy`. `reserved_slots` are kept from a
+    long text's extra pieces so that a new request starts at the next frame step (a server sets 1).
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        voices: VoiceLibrary | None = None,
+        *,
+        max_waiting: int = 32,
+        reserved_slots: int = 0,
+    ) -> None:
         self.model = model
         self.voices = voices or VoiceLibrary()
+        self.scheduler = Scheduler(
+            model.sequence_batch(),
+            model.decoder,
+            model.background_decoder,
+            max_waiting=max_waiting,
+            reserved_slots=reserved_slots,
+        )
 
     # ---- loading ------------------------------------------------------------------------------------------
     @classmethod
@@ -154,6 +170,8 @@ class TTS:
         voices_dir: str | Path | None = None,
         talker_context: int = DEFAULT_TALKER_CONTEXT,
         max_batch: int = 1,
+        max_waiting: int = 32,
+        reserved_slots: int = 0,
         progress: hub.Progress | None = None,
     ) -> TTS:
         """Open a model by catalog name, official checkpoint folder or converted folder.
@@ -166,9 +184,12 @@ class TTS:
         loaded = LoadedModel(
             resolved.path, threads=threads, exact=exact, talker_context=talker_context, max_batch=max_batch
         )
-        return cls(loaded, VoiceLibrary(voices_dir) if voices_dir else None)
+        voices = VoiceLibrary(voices_dir) if voices_dir else None
+        return cls(loaded, voices, max_waiting=max_waiting, reserved_slots=reserved_slots)
 
     def close(self) -> None:
+        """Cancel what is running and free the model."""
+        self.scheduler.close()
         self.model.close()
 
     def __enter__(self) -> TTS:
@@ -201,62 +222,56 @@ class TTS:
         The same code path as `stream` (collected), so both give the same samples.
         """
         codes: dict[int, list[np.ndarray]] = {}
-        plan = self.plan(self._request(text, options))
-        chunks = [c.samples for c in self._stream_plan(plan, lambda i, c: codes.setdefault(i, []).append(c))]
+        with self.stream(text, lambda i, c: codes.setdefault(i, []).append(c), **options) as stream:
+            chunks = [c.samples for c in stream]
         samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         per_piece = [
             np.concatenate(codes[i]) if i in codes else np.zeros((0, spec.NUM_CODE_GROUPS), np.int64)
-            for i in range(len(plan.pieces))
+            for i in range(len(stream.pieces))
         ]
-        return Synthesis(samples, self.sample_rate, per_piece, plan.pieces, plan.instruct)
+        return Synthesis(samples, self.sample_rate, per_piece, stream.pieces, stream.instruct)
 
-    def stream(
-        self, text: str, on_codes: CodesCallback | None = None, **options: object
-    ) -> Iterator[AudioChunk]:
-        """Yield audio as it is decoded; pieces are joined with short fades, in bounded memory.
+    def stream(self, text: str, on_codes: CodesCallback | None = None, **options: object) -> AudioStream:
+        """Audio as it is decoded; pieces are joined with short fades, in bounded memory.
 
-        `on_codes(piece_index, codes[frames, 16])` receives the generated frames as they are decoded.
+        The request joins the model's shared batch at once (options are checked now; `Busy` when too many
+        requests wait). `on_codes(piece_index, codes[frames, 16])` receives the generated frames as they
+        are decoded. `cancel()` (or leaving a `with` block) stops the request from any thread.
         """
-        plan = self.plan(self._request(text, options))  # checked now, not at the first next()
-        return self._stream_plan(plan, on_codes)
+        plan = self.plan(self._request(text, options))
+        return AudioStream(self._submit(plan), plan, on_codes)
 
-    def _stream_plan(self, plan: _Plan, on_codes: CodesCallback | None) -> Iterator[AudioChunk]:
-        pieces = _PieceAudio(self, plan)
-        current = [0]
+    def stats(self) -> SchedulerStats:
+        """How full the shared batch and its waiting queue are."""
+        return self.scheduler.stats()
 
-        def piece_samples(index: int) -> Iterator[np.ndarray]:
-            current[0] = index
-            for codes, samples in pieces.audio(index):
-                if on_codes is not None:
-                    on_codes(index, codes)
-                yield samples
+    def _submit(self, plan: _Plan) -> ScheduledRequest:
+        request = plan.request
+        parallel = min(request.batch, self.model.max_batch, len(plan.pieces))
+        voice = request.voice
+        priming = None
+        if voice is not None and voice.mode == MODE_ICL and voice.reference_codes is not None:
+            priming = voice.reference_codes
+        first_prompt = self._prompt(plan, plan.pieces[0])  # a prompt too long for the context fails now
+        first_settings = self._settings(request, first_prompt, 0)
 
-        try:
-            for samples in audio_io.join_pieces(piece_samples(i) for i in range(len(plan.pieces))):
-                yield AudioChunk(samples, self.sample_rate, current[0])
-        finally:
-            pieces.abandon()
+        def prepare(index: int) -> tuple[Prompt, GenerationSettings]:
+            if index == 0:
+                return first_prompt, first_settings
+            prompt = self._prompt(plan, plan.pieces[index])
+            return prompt, self._settings(request, prompt, index)
 
-    def _batch_size(self, plan: _Plan) -> int:
-        return min(plan.request.batch, self.model.max_batch, len(plan.pieces))
-
-    def _frame_events(self, plan: _Plan) -> Iterator[tuple[int, np.ndarray | None]]:
-        """(piece index, frame) as generated, and (piece index, None) once a piece has no more frames.
-
-        Solo: one piece after another. Batched: the pieces share every llama.cpp decode, so frames of
-        different pieces interleave."""
-        batch = self._batch_size(plan)
-        if batch > 1:
-            yield from _BatchedPieces(self, plan, batch).events()
-            return
-        for index in range(len(plan.pieces)):
-            yield from ((index, frame) for frame in self._solo_frames(plan, index))
-            yield index, None
-
-    def _solo_frames(self, plan: _Plan, index: int) -> Iterator[np.ndarray]:
-        prompt = self._prompt(plan, plan.pieces[index])
-        settings = self._settings(plan.request, prompt, index)
-        yield from self.model.frame_generator(settings.repetition_penalty).frames(prompt, settings)
+        return self.scheduler.submit(
+            JobSpec(
+                pieces=len(plan.pieces),
+                prepare=prepare,
+                rules=self.model.talker_rules(first_settings.repetition_penalty),
+                parallel=parallel,
+                first_chunk_frames=FIRST_CHUNK_FRAMES,
+                chunk_frames=BATCHED_CHUNK_FRAMES if parallel > 1 else CHUNK_FRAMES,
+                priming_codes=priming,
+            )
+        )
 
     # ---- requests -----------------------------------------------------------------------------------------
     def _request(self, text: str, options: Mapping[str, object]) -> Request:
@@ -435,178 +450,61 @@ class TTS:
         )
 
 
-class _PieceAudio:
-    """Generates the plan's frames and decodes them in chunks on the background decoder; hands out each
-    piece's (codes, audio) chunks in order, piece after piece.
+class AudioStream:
+    """One request's audio as it is decoded: iterate for `AudioChunk`s; `cancel()` from any thread.
 
-    The caller pulls audio; while the next chunk is still decoding, another frame is generated, so the
-    language models and the codec decoder work at the same time. The chunk boundaries depend only on the
-    frame counts (the first piece: 1, 2, 4, ... up to the chunk size; later pieces: the chunk size), never
-    on timing, so the audio is the same whatever the machine's speed.
-    """
+    Pieces come out in order, joined with short fades; `on_codes` sees each chunk's codes as it plays."""
 
-    def __init__(self, tts: TTS, plan: _Plan) -> None:
-        model = tts.model
-        self.background = model.background_decoder
-        self.events = tts._frame_events(plan)
-        self.chunk_frames = BATCHED_CHUNK_FRAMES if tts._batch_size(plan) > 1 else CHUNK_FRAMES
-        self.exhausted = False
-        self.started = False
-        self.pieces: dict[int, _PieceChunks] = {}
-        self.background.set_lm_busy(True)
-        self.primed = model.decoder.stream()
-        self.priming: Future[np.ndarray] | None = None
-        voice = plan.request.voice
-        if voice is not None and voice.mode == MODE_ICL and voice.reference_codes is not None:
-            # the official decode runs reference codes + generated codes and cuts the reference part: the
-            # decoder is primed with the reference once (queued first, while the prompt is prefilled), and
-            # every piece continues from that state
-            self.priming = self.background.submit(self.primed, voice.reference_codes)
+    def __init__(self, request: ScheduledRequest, plan: _Plan, on_codes: CodesCallback | None) -> None:
+        self._request = request
+        self.pieces = plan.pieces
+        self.instruct = plan.instruct
+        self._on_codes = on_codes
+        self._piece = 0
+        self._chunks = self._joined()
 
-    def _piece(self, index: int) -> _PieceChunks:
-        if index not in self.pieces:
-            first = FIRST_CHUNK_FRAMES if index == 0 else self.chunk_frames
-            self.pieces[index] = _PieceChunks(self.primed.fork(), first, self.chunk_frames)
-        return self.pieces[index]
+    def _joined(self) -> Iterator[AudioChunk]:
+        for samples in audio_io.join_pieces(self._piece_samples(i) for i in range(len(self.pieces))):
+            yield AudioChunk(samples, spec.SAMPLE_RATE, self._piece)
 
-    def _step(self) -> None:
-        """Generate one more frame (or learn that a piece or everything has ended)."""
-        event = next(self.events, None)
-        if event is None:
-            self.exhausted = True
-            self.background.set_lm_busy(False)  # the rest is decoding: every core may take a chunk
-            for piece in self.pieces.values():
-                piece.finish(self.background)
-            return
-        index, frame = event
-        piece = self._piece(index)
-        if frame is None:
-            piece.finish(self.background)
-        else:
-            piece.add(frame, self.background)
+    def _piece_samples(self, index: int) -> Iterator[np.ndarray]:
+        self._piece = index
+        for codes, samples in self._request.piece_audio(index):
+            if self._on_codes is not None:
+                self._on_codes(index, codes)
+            yield samples
 
-    def audio(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        piece = self._piece(index)
-        while True:
-            if piece.chunks:
-                codes, future = piece.chunks[0]
-                # the very first chunk is waited for: first audio should not wait for another frame too
-                if future.done() or self.exhausted or not self.started:
-                    if self.priming is not None:  # its failure would leave every piece unprimed
-                        self.priming.result()
-                        self.priming = None
-                    piece.chunks.popleft()
-                    self.started = True
-                    if not future.done():
-                        with self.background.lm_idle():
-                            future.result()
-                    yield codes, future.result()
-                    continue
-            elif piece.finished or self.exhausted:
-                self.pieces.pop(index, None)
-                return
-            self._step()
+    def __iter__(self) -> AudioStream:
+        return self
 
-    def abandon(self) -> None:
-        """The caller stopped listening: drop the chunks not yet decoded."""
-        self.background.cancel([f for piece in self.pieces.values() for _, f in piece.chunks])
-        self.pieces.clear()
-        self.background.set_lm_busy(False)
+    def __next__(self) -> AudioChunk:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise
+        except BaseException:
+            self._request.cancel()  # an error (or Ctrl-C) in this thread: the request leaves the batch
+            raise
 
+    @property
+    def cancelled(self) -> bool:
+        return self._request.cancelled
 
-class _PieceChunks:
-    """One piece's frames, cut into decoder chunks; the chunks' audio arrives through futures."""
+    def cancel(self) -> None:
+        """Stop the request: it leaves the batch within one frame step; iteration then ends."""
+        self._request.cancel()
 
-    def __init__(self, stream: DecoderStream, first_chunk: int, chunk: int) -> None:
-        self.stream = stream
-        self.target = first_chunk
-        self.chunk = chunk
-        self.buffer: list[np.ndarray] = []
-        self.chunks: deque[tuple[np.ndarray, Future[np.ndarray]]] = deque()
-        self.finished = False
+    close = cancel
 
-    def add(self, frame: np.ndarray, background: BackgroundDecoder) -> None:
-        self.buffer.append(frame)
-        if len(self.buffer) >= self.target:
-            self._submit(background)
-            self.target = min(self.chunk, self.target * 2)
+    def __enter__(self) -> AudioStream:
+        return self
 
-    def finish(self, background: BackgroundDecoder) -> None:
-        if self.buffer:
-            self._submit(background)
-        self.finished = True
-
-    def _submit(self, background: BackgroundDecoder) -> None:
-        codes = np.stack(self.buffer).astype(np.int64)
-        self.buffer = []
-        self.chunks.append((codes, background.submit(self.stream, codes)))
-
-
-class _BatchedPieces:
-    """The frame events of one BatchedFrameGenerator over all pieces.
-
-    Prompts are built when their piece enters the batch (not all up front: a 100 kB text has thousands of
-    pieces).
-    """
-
-    def __init__(self, tts: TTS, plan: _Plan, batch: int) -> None:
-        self.tts = tts
-        self.plan = plan
-        self.count = len(plan.pieces)
-        self._prompts: dict[int, Prompt] = {}
-        self._settings: dict[int, GenerationSettings] = {}
-        self._finished: deque[int] = deque()
-        self.generator = tts.model.batched_generator(batch, self._setting(0).repetition_penalty)
-
-    def _prompt(self, index: int) -> Prompt:
-        if index not in self._prompts:
-            self._prompts[index] = self.tts._prompt(self.plan, self.plan.pieces[index])
-        return self._prompts[index]
-
-    def _setting(self, index: int) -> GenerationSettings:
-        if index not in self._settings:
-            self._settings[index] = self.tts._settings(self.plan.request, self._prompt(index), index)
-        return self._settings[index]
-
-    def _finish(self, index: int) -> None:
-        self._finished.append(index)
-        self._prompts.pop(index, None)
-        self._settings.pop(index, None)
-
-    def events(self) -> Iterator[tuple[int, np.ndarray | None]]:
-        frames = self.generator.frames(
-            _Lazy(self.count, self._prompt),
-            _Lazy(self.count, self._setting),
-            lead_frames=1,
-            on_finish=self._finish,
-        )
-        for index, frame in frames:
-            # a piece is reported finished after its last frame (at the step that sampled its EOS)
-            while self._finished:
-                yield self._finished.popleft(), None
-            yield index, frame
-        while self._finished:
-            yield self._finished.popleft(), None
-
-
-class _Lazy(Sequence[T]):
-    """A read-only sequence whose items are computed on access."""
-
-    def __init__(self, length: int, item: Callable[[int], T]) -> None:
-        self._length = length
-        self._item = item
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getitem__(self, index: int) -> T:  # type: ignore[override]
-        if not 0 <= index < self._length:
-            raise IndexError(index)
-        return self._item(index)
+    def __exit__(self, *_exc: object) -> None:
+        self.cancel()
 
 
 def _default(value: bool | None, official: bool) -> bool:
     return official if value is None else value
 
 
-__all__ = ["TTS", "AudioChunk", "Request", "SamplingOptions", "Synthesis"]
+__all__ = ["TTS", "AudioChunk", "AudioStream", "Request", "SamplingOptions", "Synthesis"]

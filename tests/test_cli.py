@@ -21,6 +21,7 @@ import pytest
 import soundfile as sf
 from hubserver import LoopbackHub
 
+import qwen3tts_cli
 from qwen3tts_cli import catalog, cli, spec
 from qwen3tts_cli.convert.converter import convert_checkpoint
 from qwen3tts_cli.convert.safetensors import SafetensorsFile, f32_to_bf16, write_safetensors
@@ -425,7 +426,7 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = in_process(capsys, "say", "hi", "--format", "wav", "--play")
     assert code == 2 and "--format needs an output" in err
     code, out, _ = in_process(capsys, "--version")
-    assert code == 0 and out.strip() == f"qwen3tts {cli.__version__}"
+    assert code == 0 and out.strip() == f"qwen3tts {qwen3tts_cli.__version__}"
     assert "bench" in typer_commands()
 
 

@@ -71,6 +71,7 @@ class _Sequence:
     settings: GenerationSettings
     pick_code0: TalkerSampler
     pick_residual: PredictorSampler
+    eos_id: int
     previous: list[int] = field(default_factory=list)  # code-0 tokens so far (repetition penalty)
     step: int = 0
     hidden: np.ndarray | None = None  # talker hidden of the last position
@@ -125,8 +126,8 @@ class SequenceBatch:
         return key in self._sequences
 
     def add(self, key: Hashable, prompt: Prompt, settings: GenerationSettings, rules: TalkerRules) -> None:
-        """Admit a prompt into the free slot that has been free longest, with its own seeded sampler; it is prefilled at the
-        next step."""
+        """Admit a prompt into the slot free the longest, with its own seeded sampler; it is prefilled
+        at the next step."""
         if not self._free:
             raise RuntimeError("no free sequence slot")
         if key in self._sequences:
@@ -139,6 +140,7 @@ class SequenceBatch:
             settings=settings,
             pick_code0=TalkerSampler(rules, settings.talker, sampler),
             pick_residual=PredictorSampler(settings.predictor, sampler),
+            eos_id=rules.eos_id,
         )
 
     def remove(self, key: Hashable) -> None:
@@ -178,7 +180,7 @@ class SequenceBatch:
             code0 = seq.pick_code0(seq.logits, seq.previous)
             seq.previous.append(code0)
             # as in the solo loop: EOS and the last allowed token never get residual codes
-            if code0 == seq.pick_code0.rules.eos_id or seq.limit_reached():
+            if code0 == seq.eos_id or seq.limit_reached():
                 del self._sequences[seq.key]
                 self._release(seq)
                 ended.append((seq.key, None))

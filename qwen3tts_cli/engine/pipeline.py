@@ -80,11 +80,14 @@ class BackgroundDecoder:
         self._workers: list[threading.Thread] = []
         self._closed = False
 
-    def submit(self, stream: DecoderStream, codes: np.ndarray) -> Future[np.ndarray]:
-        """Decode `codes` [n, 16] on `stream`; the Future holds their audio."""
+    def submit(self, stream: DecoderStream, codes: np.ndarray, priority: float = 0.0) -> Future[np.ndarray]:
+        """Decode `codes` [n, 16] on `stream`; the Future holds their audio.
+
+        Among the chunks that may start (each stream's chunks run in submission order), the lowest
+        `priority` goes first: the scheduler passes each request's playback deadline."""
         if not self.cores.overlaps:
             return _done(lambda: stream.push(codes))
-        job = _Job(stream, codes)
+        job = _Job(stream, codes, priority)
         # counted as busy from now on, so llama.cpp's next decode already leaves the decoder its cores
         self.cores.chunk_queued()
         with self._cv:
@@ -150,12 +153,14 @@ class BackgroundDecoder:
         if len(self._running) >= allowed:
             return None
         blocked = set(self._running)
+        best: int | None = None
         for index, job in enumerate(self._queue):
             stream_id, parent_id = id(job.stream), job.stream.parent_id
-            if stream_id not in blocked and (parent_id is None or parent_id not in blocked):
-                return self._queue.pop(index)
-            blocked.add(stream_id)  # later chunks of this stream wait for this one
-        return None
+            free = stream_id not in blocked and (parent_id is None or parent_id not in blocked)
+            if free and (best is None or job.priority < self._queue[best].priority):
+                best = index
+            blocked.add(stream_id)  # later chunks of this stream (and its forks) wait for this one
+        return None if best is None else self._queue.pop(best)
 
     def _work(self) -> None:
         while True:
@@ -181,9 +186,10 @@ class BackgroundDecoder:
 
 
 class _Job:
-    def __init__(self, stream: DecoderStream, codes: np.ndarray) -> None:
+    def __init__(self, stream: DecoderStream, codes: np.ndarray, priority: float) -> None:
         self.stream = stream
         self.codes = codes
+        self.priority = priority
         self.future: Future[np.ndarray] = Future()
 
 
