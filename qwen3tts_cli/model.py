@@ -13,10 +13,9 @@ from qwen3tts_cli import spec
 from qwen3tts_cli.catalog import Capabilities
 from qwen3tts_cli.convert.checkpoint import read_json
 from qwen3tts_cli.convert.manifest import Manifest, verify
-from qwen3tts_cli.engine.batch import BatchedFrameGenerator, SequenceBatch
+from qwen3tts_cli.engine.batch import SequenceBatch
 from qwen3tts_cli.engine.decoder import StreamingDecoder
 from qwen3tts_cli.engine.encoder import CodecEncoder, SpeakerEncoder
-from qwen3tts_cli.engine.generate import FrameGenerator
 from qwen3tts_cli.engine.llama import LlamaModel, LlamaOptions, free_cores
 from qwen3tts_cli.engine.pipeline import BackgroundDecoder, CoreShare
 from qwen3tts_cli.engine.prompt import PromptConfig
@@ -150,23 +149,6 @@ class LoadedModel:
     def sequence_batch(self) -> SequenceBatch:
         """The step-wise batch over both contexts' `max_batch` slots (what the scheduler drives)."""
         return SequenceBatch(self.talker, self.predictor, self.tables, self.prompt_config.num_code_groups)
-
-    def frame_generator(self, repetition_penalty: float) -> FrameGenerator:
-        rules = self.talker_rules(repetition_penalty)
-        return FrameGenerator(
-            self.talker, self.predictor, self.tables, rules, self.prompt_config.num_code_groups
-        )
-
-    def batched_generator(self, batch: int, repetition_penalty: float) -> BatchedFrameGenerator:
-        rules = self.talker_rules(repetition_penalty)
-        return BatchedFrameGenerator(
-            self.talker,
-            self.predictor,
-            self.tables,
-            rules,
-            self.prompt_config.num_code_groups,
-            max_sequences=min(batch, self.max_batch),
-        )
 
     # ---- cloning (Base models only) ----------------------------------------------------------------------
     @cached_property

@@ -478,6 +478,8 @@ class AudioStream:
         return self
 
     def __next__(self) -> AudioChunk:
+        if self._request.cancelled:  # not even the faded tail the joiner still holds
+            raise StopIteration
         try:
             return next(self._chunks)
         except StopIteration:

@@ -175,6 +175,36 @@ def test_idle_lm_lets_every_core_decode_but_a_stream_stays_in_order() -> None:
         background.close()
 
 
+def test_lowest_priority_first_but_each_stream_in_order() -> None:
+    """Deadline order across streams (the scheduler's fairness), submission order within a stream."""
+    background = BackgroundDecoder(CoreShare.split(2))
+    background.set_lm_busy(True)  # one chunk at a time, so the order is observable
+    gate, late, early = _GatedStream(), _GatedStream(), _GatedStream()
+    started: list[str] = []
+    try:
+        blocker = background.submit(gate, np.zeros((1, 2)), priority=0.0)  # type: ignore[arg-type]
+        assert gate.started.wait(10)
+        futures = [
+            background.submit(late, np.zeros((1, 2)), priority=5.0),  # type: ignore[arg-type]
+            background.submit(late, np.zeros((1, 2)), priority=1.0),  # type: ignore[arg-type]
+            background.submit(early, np.zeros((1, 2)), priority=2.0),  # type: ignore[arg-type]
+        ]
+        for stream, name in ((late, "late"), (early, "early")):
+            stream.release.set()
+            original = stream.push
+            stream.push = lambda codes, _o=original, _n=name: started.append(_n) or _o(codes)  # type: ignore[method-assign]
+        gate.release.set()
+        blocker.result(10)
+        for future in futures:
+            future.result(10)
+        # early (2.0) beats late's first chunk (5.0); late's second chunk (1.0) waits for its first
+        assert started == ["early", "late", "late"]
+    finally:
+        for stream in (gate, late, early):
+            stream.release.set()
+        background.close()
+
+
 def test_one_core_decodes_inline_and_big_machines_split() -> None:
     one = CoreShare.split(1)
     assert not one.overlaps and one.lm_threads() == 1
