@@ -259,9 +259,10 @@ class Scheduler:
             if job.done:
                 return
             job.cancelled = True
+            futures = list(job.futures)
             self._cv.notify_all()
         job.events.put((_WAKE, -1, None, None))
-        self.background.cancel(list(job.futures))
+        self.background.cancel(futures)
 
     def stats(self) -> SchedulerStats:
         with self._cv:
@@ -354,9 +355,9 @@ class Scheduler:
             if piece == 0 and job.spec.priming_codes is not None:
                 # the official decode runs reference codes + generated codes and cuts the reference part:
                 # the decoder is primed with the reference once, and every piece continues from that state
-                job.futures.append(
-                    self.background.submit(job.primed, job.spec.priming_codes, priority=job.arrival)
-                )
+                priming = self.background.submit(job.primed, job.spec.priming_codes, priority=job.arrival)
+                with self._cv:
+                    job.futures.append(priming)
             prompt, settings = job.spec.prepare(piece)
             self.batch.add((job.number, piece), prompt, settings, job.spec.rules)
         except BaseException as exc:
@@ -377,7 +378,8 @@ class Scheduler:
                 self._fail(job, exc)
             self.batch.reset()
             return
-        jobs = {job.number: job for job in self._jobs}
+        with self._cv:
+            jobs = {job.number: job for job in self._jobs}
         for (number, piece), frame in events:
             job = jobs.get(number)
             if job is None or job.done:
@@ -394,9 +396,10 @@ class Scheduler:
         stream = job.chunkers[piece].stream
         future = self.background.submit(stream, codes, priority=job.arrival + job.queued_seconds)
         job.queued_seconds += len(codes) * FRAME_SECONDS
-        job.futures.append(future)
-        while job.futures and job.futures[0].done():  # keep only the ones cancel may still drop
-            job.futures.popleft()
+        with self._cv:  # cancel() reads them from another thread
+            job.futures.append(future)
+            while job.futures and job.futures[0].done():  # keep only those cancel may still drop
+                job.futures.popleft()
         job.events.put((_CHUNK, piece, codes, future))
 
     def _end_piece(self, job: _Job, piece: int) -> None:
@@ -411,6 +414,7 @@ class Scheduler:
     def _fail(self, job: _Job, exc: BaseException) -> None:
         with self._cv:
             job.failed = True
+            futures = list(job.futures)
             self._cv.notify_all()
-        self.background.cancel(list(job.futures))
+        self.background.cancel(futures)
         job.events.put((_ERROR, -1, None, exc))
