@@ -40,11 +40,15 @@ TIMEOUT = 120.0
 
 
 @pytest.fixture(scope="module")
-def tts(tmp_path_factory: pytest.TempPathFactory) -> TTS:
+def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("wyoming")
     checkpoint = build_checkpoint(root / "ckpt", "custom_voice", "tiny", seed=0)
-    folder = convert_checkpoint(checkpoint, root / "model", "f32")
-    model = TTS(LoadedModel(folder, threads=1, max_batch=2))
+    return convert_checkpoint(checkpoint, root / "model", "f32")
+
+
+@pytest.fixture(scope="module")
+def tts(model_folder: Path) -> TTS:
+    model = TTS(LoadedModel(model_folder, threads=1, max_batch=2))
     yield model
     model.close()
 
@@ -206,33 +210,58 @@ def test_unknown_voice_is_an_error_and_the_connection_keeps_working(tts: TTS) ->
 def test_a_client_leaving_mid_stream_frees_its_slot(tts: TTS) -> None:
     speaker = tts.speakers[0]
 
-    async def scenario() -> tuple[int, np.ndarray]:
+    async def scenario() -> tuple[int, float, np.ndarray]:
         async with (
             serving(tts, max_frames=100_000, seed=SEED) as long_uri,
             serving(tts, max_frames=FRAMES, seed=SEED) as short_uri,
         ):
+            # ~8 pieces of ~80 s of audio each: minutes of work unless the disconnect cancels it
+            long_text = " ".join(
+                f"Sentence number {i} goes on and on with many words in it." for i in range(40)
+            )
             client = AsyncClient.from_uri(long_uri)
             await client.connect()
-            await client.write_event(
-                Synthesize("A very long answer.", voice=SynthesizeVoice(speaker)).event()
-            )
+            await client.write_event(Synthesize(long_text, voice=SynthesizeVoice(speaker)).event())
             assert AudioStart.is_type((await _read(client)).type)
             assert AudioChunk.is_type((await _read(client)).type)
             in_flight = tts.stats().sequences_in_flight
             await client.disconnect()
-            for _ in range(600):  # the disconnect cancels the request: it leaves the batch within a step
-                if tts.stats().sequences_in_flight == 0:
-                    break
-                await asyncio.sleep(0.05)
+            left = time.monotonic()
+            while tts.stats().sequences_in_flight and time.monotonic() - left < TIMEOUT:
+                await asyncio.sleep(0.02)
+            freed_after = time.monotonic() - left
             async with AsyncClient.from_uri(short_uri) as other:
                 await other.write_event(Synthesize("Next please.", voice=SynthesizeVoice(speaker)).event())
                 audio = await _read_audio(other)
-            return in_flight, audio
+            return in_flight, freed_after, audio
 
-    in_flight, audio = asyncio.run(scenario())
+    in_flight, freed_after, audio = asyncio.run(scenario())
     assert in_flight == 1
+    assert freed_after < 5.0  # cancelled, not finished (finishing takes far longer)
     _wait_idle(tts)
     np.testing.assert_array_equal(audio, _expected(tts, "Next please.", speaker))
+
+
+def test_a_full_queue_answers_busy(model_folder: Path) -> None:
+    long_text = " ".join(f"Sentence number {i} goes on and on with many words in it." for i in range(40))
+
+    async def scenario(tts: TTS) -> Error:
+        async with (
+            serving(tts, max_frames=100_000, seed=SEED) as uri,
+            AsyncClient.from_uri(uri) as first,
+            AsyncClient.from_uri(uri) as second,
+        ):
+            await first.write_event(Synthesize(long_text).event())  # no voice: the first speaker
+            assert AudioStart.is_type((await _read(first)).type)
+            await second.write_event(Synthesize("Me too.").event())
+            event = await _read(second)
+            assert Error.is_type(event.type), event
+            return Error.from_event(event)
+
+    with TTS(LoadedModel(model_folder, threads=1, max_batch=1), max_waiting=0) as small:
+        error = asyncio.run(scenario(small))
+        _wait_idle(small)
+    assert error.code == "busy"
 
 
 def test_base_model_offers_library_voices(tmp_path: Path) -> None:
