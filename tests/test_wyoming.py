@@ -289,3 +289,25 @@ def test_base_model_offers_library_voices(tmp_path: Path) -> None:
         assert [voice.name for voice in info.tts[0].voices] == ["alice"]
         expected = base.synthesize("Cloned hello.", voice="alice", seed=SEED, max_frames=FRAMES).samples
         np.testing.assert_array_equal(audio, float_to_pcm16(expected))
+
+
+def test_voice_design_model_offers_one_described_voice(tmp_path: Path) -> None:
+    checkpoint = build_checkpoint(tmp_path / "ckpt", "voice_design", "tiny", seed=0)
+    folder = convert_checkpoint(checkpoint, tmp_path / "model", "f32")
+    description = "A bright young voice, speaking fast."
+    with TTS(LoadedModel(folder, threads=1, max_batch=2)) as design:
+
+        async def scenario() -> tuple[Info, np.ndarray]:
+            options = {"max_frames": FRAMES, "seed": SEED, "design_description": description}
+            async with serving(design, **options) as uri, AsyncClient.from_uri(uri) as client:
+                await client.write_event(Describe().event())
+                info = Info.from_event(await _read(client))
+                await client.write_event(Synthesize("Designed hello.").event())
+                return info, await _read_audio(client)
+
+        info, audio = asyncio.run(scenario())
+        voices = info.tts[0].voices
+        assert [voice.name for voice in voices] == ["design"]
+        assert description in (voices[0].description or "")
+        expected = design.synthesize("Designed hello.", instruct=description, seed=SEED, max_frames=FRAMES)
+        np.testing.assert_array_equal(audio, float_to_pcm16(expected.samples))
