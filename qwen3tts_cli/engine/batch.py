@@ -156,7 +156,10 @@ class SequenceBatch:
         self.talker.clear()
 
     def _release(self, seq: _Sequence) -> None:
-        self.talker.clear_sequence(seq.slot)
+        if self._sequences:
+            self.talker.clear_sequence(seq.slot)
+        else:
+            self.talker.clear()  # the last one out resets the whole cache (metadata only), as a new start
         self._free.append(seq.slot)
 
     # ---- one frame for everyone --------------------------------------------------------------------------
