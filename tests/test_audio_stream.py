@@ -1,0 +1,110 @@
+"""Streaming encoders: bytes leave while audio is still coming, and the concatenation decodes whole."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from qwen3tts_cli.audio import float_to_pcm16
+from qwen3tts_cli.audio_stream import MEDIA_TYPES, STREAM_FORMATS, open_stream_encoder
+from qwen3tts_cli.errors import Qwen3TTSError
+
+RATE = 24000
+CHUNKS = [1920, 7000, 333, 24000, 11111, 1920 * 4, 17000]  # uneven, 3 s in all
+
+
+def _signal() -> np.ndarray:
+    t = np.arange(sum(CHUNKS)) / RATE
+    tones = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 1234 * t)
+    tones[RATE : RATE + RATE // 4] = 0.0  # a silence in the middle
+    return tones.astype(np.float32)
+
+
+def _encode(fmt: str, signal: np.ndarray) -> tuple[bytes, int]:
+    """All bytes, and how many had come out before the last two seconds were fed."""
+    encoder = open_stream_encoder(fmt, RATE)
+    parts, early, fed = [], 0, 0
+    for size in CHUNKS:
+        parts.append(encoder.encode(signal[fed : fed + size]))
+        fed += size
+        if fed >= 2 * RATE and not early:
+            early = sum(len(p) for p in parts)
+    parts.append(encoder.finish())
+    return b"".join(parts), early
+
+
+def _decoded(data: bytes) -> tuple[np.ndarray, int]:
+    with av.open(io.BytesIO(data)) as container:
+        rate = container.streams.audio[0].rate
+        frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
+    joined = np.concatenate(frames)
+    if joined.dtype.kind == "i":  # integer decoders (flac): back to [-1, 1] the way they were scaled
+        return joined.astype(np.float32) / 32767, rate
+    return joined.astype(np.float32), rate
+
+
+@pytest.mark.parametrize("fmt", ["pcm", "wav"])
+def test_pcm_and_wav_carry_exactly_the_16_bit_samples(fmt: str) -> None:
+    signal = _signal()
+    data, early = _encode(fmt, signal)
+    header = 44 if fmt == "wav" else 0
+    assert np.array_equal(np.frombuffer(data[header:], "<i2"), float_to_pcm16(signal))
+    assert early >= 2 * RATE * 2  # written as it came
+    if fmt == "wav":
+        assert data[4:8] == data[40:44] == b"\xff\xff\xff\xff"  # open-ended sizes: a stream
+        samples, rate = sf.read(
+            io.BytesIO(
+                data[:4]
+                + (len(data) - 8).to_bytes(4, "little")
+                + data[8:40]
+                + (len(data) - 44).to_bytes(4, "little")
+                + data[44:]
+            ),
+            dtype="int16",
+        )
+        assert rate == RATE and np.array_equal(samples, float_to_pcm16(signal))
+
+
+# tolerance in seconds: the codec's padding to whole frames at the end (mp3 1152, aac 1024 samples)
+@pytest.mark.parametrize(
+    ("fmt", "slack"), [("mp3", 0.1), ("opus", 0.03), ("ogg", 0.03), ("aac", 0.1), ("flac", 0)]
+)
+def test_compressed_streams_decode_to_the_whole_signal(fmt: str, slack: float) -> None:
+    signal = _signal()
+    data, early = _encode(fmt, signal)
+    assert early > 0  # packets left before the end of the input
+    decoded, rate = _decoded(data)
+    seconds = len(signal) / RATE
+    assert seconds - 0.001 <= len(decoded) / rate <= seconds + slack + 0.001
+    if fmt == "flac":  # lossless
+        assert np.array_equal(np.rint(decoded * 32767).astype(np.int16), float_to_pcm16(signal))
+        return
+    # lossy: the same signal, up to the codec's delay (found by cross-correlation) and its error
+    reference = float_to_pcm16(signal).astype(np.float32) / 32767
+    if rate != RATE:
+        decoded = decoded[:: rate // RATE]
+    window = reference[RATE // 2 : RATE // 2 + 4800]
+    scores = [
+        float(np.dot(window, decoded[RATE // 2 + lag : RATE // 2 + lag + 4800])) for lag in range(0, 2000)
+    ]
+    lag = int(np.argmax(scores))
+    a, b = reference[RATE // 2 : 2 * RATE], decoded[RATE // 2 + lag : 2 * RATE + lag]
+    correlation = float(np.corrcoef(a, b)[0, 1])
+    assert correlation > 0.95, (fmt, lag, correlation)
+
+
+def test_an_empty_stream_is_still_well_formed() -> None:
+    assert open_stream_encoder("pcm").finish() == b""
+    assert len(open_stream_encoder("wav").finish()) == 44
+    for fmt in ("mp3", "opus", "aac", "flac"):
+        open_stream_encoder(fmt).finish()  # no crash; a container with no audio
+
+
+def test_formats_and_media_types() -> None:
+    assert set(MEDIA_TYPES) == set(STREAM_FORMATS)
+    with pytest.raises(Qwen3TTSError, match="unknown audio format 'm4a'"):
+        open_stream_encoder("m4a")
