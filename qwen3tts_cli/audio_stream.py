@@ -96,7 +96,9 @@ class PyAVEncoder:
         container_format, codec, self._sample_format, bit_rate = _PYAV[fmt]
         self._av = av
         self._sink = _Drain()
-        options = {"write_xing": "0"} if fmt == "mp3" else {}  # no header to patch at the end
+        # bitexact: the same audio gives the same bytes (Ogg would draw a random stream serial number);
+        # no Xing header in mp3, which would need patching at the end
+        options = {"fflags": "+bitexact", **({"write_xing": "0"} if fmt == "mp3" else {})}
         self._container = av.open(self._sink, mode="w", format=container_format, options=options)
         self._stream = self._container.add_stream(codec, rate=sample_rate)
         self._stream.layout = "mono"

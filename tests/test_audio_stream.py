@@ -108,3 +108,9 @@ def test_formats_and_media_types() -> None:
     assert set(MEDIA_TYPES) == set(STREAM_FORMATS)
     with pytest.raises(Qwen3TTSError, match="unknown audio format 'm4a'"):
         open_stream_encoder("m4a")
+
+
+@pytest.mark.parametrize("fmt", STREAM_FORMATS)
+def test_the_same_audio_gives_the_same_bytes(fmt: str) -> None:
+    signal = _signal()
+    assert _encode(fmt, signal)[0] == _encode(fmt, signal)[0]

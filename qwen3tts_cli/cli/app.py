@@ -29,6 +29,7 @@ from qwen3tts_cli.cli.common import UsageProblem, error_line, show_warnings_as_l
 from qwen3tts_cli.cli.doctor import doctor
 from qwen3tts_cli.cli.manage import convert, languages, models_app, speakers, voices_app
 from qwen3tts_cli.cli.say import say
+from qwen3tts_cli.cli.serve import serve
 from qwen3tts_cli.errors import Qwen3TTSError
 
 PROG = "qwen3tts"
@@ -75,6 +76,7 @@ app.command("speakers")(speakers)
 app.command("languages")(languages)
 app.command("doctor")(doctor)
 app.command("convert")(convert)
+app.command("serve")(serve)
 
 
 def _register_bench() -> None:

@@ -116,6 +116,8 @@ def load_tts(
     voices_dir: Path | None,
     quiet: bool,
     max_batch: int = 1,
+    max_waiting: int = 32,
+    reserved_slots: int = 0,
 ) -> TTS:
     from qwen3tts_cli.tts import TTS
 
@@ -127,6 +129,8 @@ def load_tts(
         exact=exact,
         voices_dir=voices_dir,
         max_batch=max_batch,
+        max_waiting=max_waiting,
+        reserved_slots=reserved_slots,
         progress=download_messages(quiet),
     )
 

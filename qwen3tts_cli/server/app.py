@@ -1,0 +1,171 @@
+"""The Starlette app: routes, the OpenAI error shape everywhere, request ids, API key, metrics, CORS.
+
+Starlette on uvicorn rather than FastAPI: FastAPI's validation answers `{"detail": ...}`, which Open WebUI
+cannot show, so its validation would be overridden anyway; Starlette keeps the dependencies small and
+leaves full control of the error shape and of streaming. Cross-cutting concerns are one plain ASGI
+middleware (`_Gate`), which does not buffer streamed bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qwen3tts_cli.server.errors import APIError, error_response
+from qwen3tts_cli.server.metrics import Metrics
+from qwen3tts_cli.server.openai_api import SpeechRoutes
+from qwen3tts_cli.server.service_api import ServiceRoutes
+from qwen3tts_cli.server.synthesis import ServerSettings, Synthesizer
+from qwen3tts_cli.tts import TTS
+
+log = logging.getLogger("qwen3tts.server")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+OPEN_PATHS = ("/health", "/metrics")  # monitoring works without the key
+# metric labels: known routes by their template, everything else as one label (no unbounded cardinality)
+ROUTE_LABELS = (
+    ("/v1/audio/voices/", "/v1/audio/voices/{id}"),
+    ("/v1/models/", "/v1/models/{id}"),
+)
+KNOWN_ROUTES = frozenset(
+    [
+        "/v1/audio/speech",
+        "/v1/models",
+        "/v1/audio/models",
+        "/v1/audio/voices",
+        "/health",
+        "/tts",
+        "/stream-tts",
+        "/metrics",
+    ]
+)
+
+
+def route_label(path: str) -> str:
+    if path in KNOWN_ROUTES:
+        return path
+    for prefix, label in ROUTE_LABELS:
+        if path.startswith(prefix):
+            return label
+    return "other"
+
+
+class _Gate:
+    """Request id on every response, the API key on protected routes, request counts and in-flight."""
+
+    def __init__(self, app: ASGIApp, settings: ServerSettings, metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        label = route_label(scope["path"])
+        status: list[int] = [500]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            if self._refused(scope, headers):
+                await error_response(
+                    APIError(
+                        401,
+                        "a valid API key is required (Authorization: Bearer <key>)",
+                        code="invalid_api_key",
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+                )(scope, receive, send_with_id)
+                return
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(label, str(status[0])).inc()
+
+    def _refused(self, scope: Scope, headers: dict[str, str]) -> bool:
+        key = self.settings.api_key
+        if not key or scope["path"] in OPEN_PATHS or scope.get("method") == "OPTIONS":
+            return False
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        return scheme.lower() != "bearer" or not _same(token.strip(), key)
+
+
+def _same(given: str, expected: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    request_id = getattr(request.state, "request_id", "?")
+    log.error(
+        "internal error in %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc
+    )
+    return error_response(
+        APIError(500, f"internal server error (request id {request_id}; the server log has the details)")
+    )
+
+
+def create_app(tts: TTS, settings: ServerSettings) -> Starlette:
+    """The HTTP app over one loaded model (the caller owns `tts` and closes it after the server)."""
+    metrics = Metrics(tts.stats)
+    synthesizer = Synthesizer(tts, settings, metrics)
+    speech = SpeechRoutes(synthesizer)
+    service = ServiceRoutes(speech, metrics)
+    middleware = []
+    if settings.cors_origins:  # outermost, so that refusals carry the CORS headers too
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID"],
+            )
+        )
+    middleware.append(Middleware(_Gate, settings=settings, metrics=metrics))
+    app = Starlette(
+        routes=[*speech.routes(), *service.routes()],
+        middleware=middleware,
+        exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
+    )
+    app.state.started = time.time()
+    app.state.metrics = metrics
+    app.state.settings = settings
+    return app
