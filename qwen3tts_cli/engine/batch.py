@@ -126,7 +126,7 @@ class SequenceBatch:
         return key in self._sequences
 
     def add(self, key: Hashable, prompt: Prompt, settings: GenerationSettings, rules: TalkerRules) -> None:
-        """Admit a prompt into the slot free the longest, with its own seeded sampler; it is prefilled
+        """Admit a prompt into the lowest free slot, with its own seeded sampler; it is prefilled
         at the next step."""
         if not self._free:
             raise RuntimeError("no free sequence slot")
@@ -160,7 +160,10 @@ class SequenceBatch:
             self.talker.clear_sequence(seq.slot)
         else:
             self.talker.clear()  # the last one out resets the whole cache (metadata only), as a new start
-        self._free.append(seq.slot)
+        # lowest slots first, so the sequences of a step keep contiguous seq ids: measured on the long text
+        # (7 pieces, 0.6B q8_0), requests that found the slots in release order ran ~10% slower (RTF 0.92
+        # vs 0.84) than the first, which got slots 0..6
+        self._free = deque(sorted([*self._free, seq.slot]))
 
     # ---- one frame for everyone --------------------------------------------------------------------------
     def step(self) -> list[tuple[Hashable, np.ndarray | None]]:
