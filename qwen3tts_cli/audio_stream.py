@@ -7,8 +7,13 @@ pcm is raw 16-bit little-endian mono; wav is the same behind a header whose size
 stream of unknown length, which players accept). The compressed formats go through PyAV (FFmpeg): a
 container writes into an in-memory buffer that is drained after every call, so a client gets each packet
 as soon as the codec produced it. libsndfile is no use here: its mp3 and flac writers rewrite their headers
-when the file closes, so a streamed copy decodes short. opus and ogg are Ogg Opus at 24 kHz (the bundled
-FFmpeg's Vorbis encoder is experimental); aac is ADTS, which needs no index at the end.
+when the file closes, so a streamed copy decodes short.
+
+opus and ogg are both Ogg Opus at 24 kHz (libopus takes 24 kHz natively; decoders play it at 48 kHz; the
+bundled FFmpeg has no libvorbis and its own Vorbis encoder is experimental). aac is ADTS, which needs no
+index at the end. flac's STREAMINFO says "length unknown" (0 samples, no MD5): FFmpeg, PyAV and browsers
+play it; python-soundfile opens it but fails to read it (it seeks). An empty stream: pcm and the PyAV
+formats give b"", except wav (a bare 44-byte header) and flac (a 60-byte header-only file).
 """
 
 from __future__ import annotations
@@ -42,6 +47,32 @@ _PYAV = {
 }
 
 
+# bitexact: the same audio gives the same bytes (Ogg would draw a random stream serial number).
+# mp3: no Xing/LAME header, which is only correct once patched at the end. Ogg: a page per 20 ms Opus packet
+# (the default 1 s page held back the first second of audio; costs ~11 kbit/s of page headers).
+# flac: no 8 KiB PADDING block, which only exists so a seekable file can rewrite STREAMINFO at close.
+_OPTIONS = {
+    "mp3": {"fflags": "+bitexact", "write_xing": "0"},
+    "opus": {"fflags": "+bitexact", "page_duration": "20000"},
+    "ogg": {"fflags": "+bitexact", "page_duration": "20000"},
+    "aac": {"fflags": "+bitexact"},
+    "flac": {"fflags": "+bitexact", "metadata_header_padding": "0"},
+}
+
+
+def _codec_rate(av: object, codec: str, sample_rate: int) -> int:
+    """The input rate when the codec takes it (Opus does 24 kHz natively), else its highest rate."""
+    rates = av.codec.Codec(codec, "w").audio_rates  # type: ignore[attr-defined]
+    return sample_rate if not rates or sample_rate in rates else max(rates)
+
+
+def _mono(samples: np.ndarray) -> np.ndarray:
+    array = np.asarray(samples, dtype=np.float32)
+    if array.ndim != 1:
+        raise ValueError(f"audio chunks must be 1-D mono arrays, got shape {array.shape}")
+    return array
+
+
 class StreamEncoder(Protocol):
     def encode(self, samples: np.ndarray) -> bytes:
         """Bytes ready to send after these samples (may be empty)."""
@@ -57,7 +88,7 @@ class PcmEncoder:
         self._header = header
 
     def encode(self, samples: np.ndarray) -> bytes:
-        out, self._header = self._header + float_to_pcm16(samples).astype("<i2").tobytes(), b""
+        out, self._header = self._header + float_to_pcm16(_mono(samples)).astype("<i2").tobytes(), b""
         return out
 
     def finish(self) -> bytes:
@@ -84,7 +115,7 @@ class _Drain(io.RawIOBase):
 
 
 class PyAVEncoder:
-    """One codec in one container, fed in the codec's frame size."""
+    """One codec in one container over an in-memory sink that is drained after every call."""
 
     def __init__(self, fmt: str, sample_rate: int) -> None:
         try:
@@ -93,56 +124,54 @@ class PyAVEncoder:
             raise Qwen3TTSError(
                 f"the {fmt} format needs PyAV, which is not installed", 'pip install "qwen3tts-cli[server]"'
             ) from None
-        container_format, codec, self._sample_format, bit_rate = _PYAV[fmt]
+        container_format, codec, sample_format, bit_rate = _PYAV[fmt]
         self._av = av
         self._sink = _Drain()
-        # bitexact: the same audio gives the same bytes (Ogg would draw a random stream serial number);
-        # no Xing header in mp3, which would need patching at the end
-        options = {"fflags": "+bitexact", **({"write_xing": "0"} if fmt == "mp3" else {})}
-        self._container = av.open(self._sink, mode="w", format=container_format, options=options)
-        self._stream = self._container.add_stream(codec, rate=sample_rate)
-        self._stream.layout = "mono"
-        self._stream.format = self._sample_format
+        self._container = av.open(self._sink, mode="w", format=container_format, options=_OPTIONS[fmt])
+        stream = self._container.add_stream(codec, rate=_codec_rate(av, codec, sample_rate))
+        stream.layout = "mono"
+        stream.format = sample_format
         if bit_rate:
-            self._stream.bit_rate = bit_rate
+            stream.bit_rate = bit_rate
+        # open now, not at the first frame: frame_size is only known once the codec is open
+        stream.codec_context.open()
+        self._stream = stream
         self._rate = sample_rate
-        self._pending = np.zeros(0, np.int16)
+        # s16 in (the exact samples pcm/wav carry), the codec's format/rate/frame size out
+        self._resampler = av.AudioResampler(
+            format=sample_format,
+            layout="mono",
+            rate=stream.codec_context.sample_rate,
+            frame_size=stream.codec_context.frame_size or None,
+        )
         self._pts = 0
-
-    def _frame_size(self) -> int:
-        size = self._stream.codec_context.frame_size
-        return size if size else 1152
-
-    def _frame(self, pcm: np.ndarray) -> object:
-        if self._sample_format == "fltp":
-            data = (pcm.astype(np.float32) / 32767.0)[None, :]
-            frame = self._av.AudioFrame.from_ndarray(data, format="fltp", layout="mono")
-        else:
-            frame = self._av.AudioFrame.from_ndarray(pcm[None, :], format=self._sample_format, layout="mono")
-        frame.sample_rate = self._rate
-        frame.pts = self._pts
-        self._pts += len(pcm)
-        return frame
+        self._finished = False
 
     def _mux(self, frame: object | None) -> None:
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        frames = self._resampler.resample(frame)  # type: ignore[arg-type]
+        for out in frames:
+            out.pts = self._pts  # count in codec samples: continuous whatever the chunking
+            self._pts += out.samples
+            for packet in self._stream.encode(out):
+                self._container.mux(packet)
 
     def encode(self, samples: np.ndarray) -> bytes:
-        # 16-bit first, so every format carries exactly the samples the pcm and wav formats carry
-        pcm = np.concatenate([self._pending, float_to_pcm16(samples)])
-        size = self._frame_size()
-        whole = len(pcm) - len(pcm) % size
-        for start in range(0, whole, size):
-            self._mux(self._frame(pcm[start : start + size]))
-        self._pending = pcm[whole:]
+        if self._finished:
+            raise RuntimeError("encode() after finish()")
+        pcm = float_to_pcm16(_mono(samples))
+        if len(pcm):
+            frame = self._av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+            frame.sample_rate = self._rate
+            self._mux(frame)
         return self._sink.take()
 
     def finish(self) -> bytes:
-        if len(self._pending):
-            self._mux(self._frame(self._pending))
-            self._pending = np.zeros(0, np.int16)
-        self._mux(None)  # flush the codec
+        if self._finished:
+            return b""
+        self._finished = True
+        self._mux(None)  # the resampler's last (short) frame
+        for packet in self._stream.encode(None):  # the codec's delayed packets
+            self._container.mux(packet)
         self._container.close()
         return self._sink.take()
 
