@@ -207,7 +207,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{level['request_p50']} / {level['request_p95']} s",
                 level["requests"],
                 level["refused"],
-                f"{level['peak_rss_mb']} MiB",
+                f"{level['peak_rss_mb']:.0f} MiB",
                 other,
             ]
             lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
@@ -264,8 +264,8 @@ def main() -> int:
         report["servers"].append(entry)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"server-load-0.6b-{args.quant}{('-' + args.tag) if args.tag else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    stem.with_suffix(".md").write_text(markdown(report))
+    Path(f"{stem}.json").write_text(json.dumps(report, indent=1))  # not with_suffix: "0.6b" has a dot
+    Path(f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 

@@ -30,7 +30,7 @@ from qwen3tts_cli.audio import float_to_pcm16
 from qwen3tts_cli.convert.converter import convert_checkpoint
 from qwen3tts_cli.fixtures.checkpoint import build_checkpoint
 from qwen3tts_cli.model import LoadedModel
-from qwen3tts_cli.server.wyoming import run_wyoming, split_complete
+from qwen3tts_cli.server.wyoming import LANGUAGE_CODES, run_wyoming, split_complete
 from qwen3tts_cli.tts import TTS
 from qwen3tts_cli.voices import VoiceLibrary
 
@@ -143,8 +143,8 @@ def test_describe_lists_the_speakers_with_their_languages(tts: TTS) -> None:
     assert program.version == __version__
     assert program.attribution.name and program.attribution.url
     assert [voice.name for voice in program.voices] == list(tts.speakers)
-    languages = [lang for lang in tts.languages if lang != "auto"]
-    assert languages
+    languages = [LANGUAGE_CODES[lang] for lang in tts.languages if lang != "auto"]
+    assert "en" in languages  # ISO 639-1 codes, as Home Assistant matches them
     assert all(voice.languages == languages for voice in program.voices)
 
 

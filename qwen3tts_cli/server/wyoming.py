@@ -51,6 +51,20 @@ log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "qwen3tts"
 DESIGN_VOICE = "design"
+# the model's language names -> ISO 639-1 codes, as Home Assistant names languages
+LANGUAGE_CODES = {
+    "chinese": "zh",
+    "english": "en",
+    "german": "de",
+    "italian": "it",
+    "portuguese": "pt",
+    "spanish": "es",
+    "japanese": "ja",
+    "korean": "ko",
+    "french": "fr",
+    "russian": "ru",
+}
+LANGUAGE_NAMES = {code: name for name, code in LANGUAGE_CODES.items()}
 DEFAULT_DESIGN_DESCRIPTION = "A calm, clear adult voice with a neutral accent, speaking at a natural pace."
 SAMPLE_WIDTH = 2  # bytes: 16-bit PCM
 CHANNELS = 1
@@ -95,7 +109,8 @@ class WyomingService:
     design_description: str = DEFAULT_DESIGN_DESCRIPTION
 
     def languages(self) -> list[str]:
-        return [lang for lang in self.tts.languages if lang != "auto"]
+        """ISO 639-1 codes: Home Assistant offers a voice to a pipeline by its language code ("en")."""
+        return [LANGUAGE_CODES.get(lang, lang) for lang in self.tts.languages if lang != "auto"]
 
     def voice_names(self) -> list[str]:
         kind = self.tts.kind
@@ -144,7 +159,8 @@ class WyomingService:
             name = voice.speaker
         language = "auto"
         if voice is not None and voice.language:
-            wanted = voice.language.lower()
+            wanted = voice.language.lower()  # "en", "en-US", "en_US" or "english"
+            wanted = LANGUAGE_NAMES.get(wanted.replace("_", "-").split("-")[0], wanted)
             if wanted in self.tts.languages:
                 language = wanted
         offered = self.voice_names()
