@@ -75,3 +75,11 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def cli_pcm(model: Path, text: str, speaker: str, seed: int, frames: int) -> bytes:
+    """What `qwen3tts say` writes as raw pcm for the same request: the reference a server must match."""
+    command = [sys.executable, "-m", "qwen3tts_cli.cli", "say", text, "--model-dir", str(model)]
+    command += ["--speaker", speaker, "--seed", str(seed), "--max-frames", str(frames)]
+    command += ["-o", "-", "--format", "pcm", "--quiet"]
+    return subprocess.run(command, capture_output=True, timeout=300, check=True).stdout

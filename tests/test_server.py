@@ -11,8 +11,6 @@ import base64
 import io
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_process import ServerProcess
+from server_process import ServerProcess, cli_pcm
 
 from qwen3tts_cli.convert.converter import convert_checkpoint
 
@@ -85,35 +83,6 @@ def _speech(**fields: object) -> dict[str, object]:
     return {"model": "tts-1", "input": TEXT, "voice": "vivian", "seed": 3, "max_frames": FRAMES, **fields}
 
 
-def _cli_pcm(model: Path, text: str, speaker: str, seed: int, frames: int) -> bytes:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qwen3tts_cli.cli",
-            "say",
-            text,
-            "--model-dir",
-            str(model),
-            "--speaker",
-            speaker,
-            "--seed",
-            str(seed),
-            "--max-frames",
-            str(frames),
-            "-o",
-            "-",
-            "--format",
-            "pcm",
-            "--quiet",
-        ],
-        capture_output=True,
-        timeout=300,
-        check=True,
-    )
-    return done.stdout
-
-
 def _assert_openai_error(response: httpx.Response, status: int, fragment: str = "") -> dict[str, object]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -143,7 +112,7 @@ def test_openai_client_pcm_equals_the_cli(
         response_format="pcm",
         extra_body={"seed": 3, "max_frames": FRAMES},
     )
-    assert response.content == _cli_pcm(custom_model, TEXT, "vivian", 3, FRAMES)
+    assert response.content == cli_pcm(custom_model, TEXT, "vivian", 3, FRAMES)
     assert len(response.content) == FRAMES * 1920 * 2
 
 

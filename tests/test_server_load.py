@@ -8,8 +8,6 @@ shape), nothing crashes, memory stays bounded, and the server serves normally af
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ import av
 import httpx
 import numpy as np
 import pytest
-from server_process import ServerProcess
+from server_process import ServerProcess, cli_pcm
 
 from qwen3tts_cli.convert.converter import convert_checkpoint
 
@@ -41,30 +39,6 @@ def server(model: Path) -> Iterator[ServerProcess]:
     process = ServerProcess(model, "--threads", "2", "--max-batch", "8", "--max-queue", "16", "--quiet")
     yield process
     process.kill()
-
-
-def _cli_pcm(model: Path, speaker: str, seed: int) -> bytes:
-    command = [
-        sys.executable,
-        "-m",
-        "qwen3tts_cli.cli",
-        "say",
-        TEXT,
-        "--model-dir",
-        str(model),
-        "--speaker",
-        speaker,
-        "--seed",
-        str(seed),
-        "--max-frames",
-        str(FRAMES),
-        "-o",
-        "-",
-        "--format",
-        "pcm",
-        "--quiet",
-    ]
-    return subprocess.run(command, capture_output=True, timeout=300, check=True).stdout
 
 
 def _request(url: str, speaker: str, seed: int, fmt: str) -> httpx.Response:
@@ -90,7 +64,7 @@ def _pcm_of(fmt: str, data: bytes) -> bytes:
 
 
 def test_sixteen_concurrent_clients_each_get_their_solo_output(server: ServerProcess, model: Path) -> None:
-    expected = {(speaker, seed): _cli_pcm(model, speaker, seed) for speaker, seed in VOICES}
+    expected = {(speaker, seed): cli_pcm(model, TEXT, speaker, seed, FRAMES) for speaker, seed in VOICES}
     solo_mp3 = {
         (speaker, seed): _request(server.url, speaker, seed, "mp3").content for speaker, seed in VOICES
     }
