@@ -1,0 +1,88 @@
+"""`serve` options: --request-timeout stops a request, --cors-origin opens CORS (and only then), and a
+missing server extra is one line naming the install command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from server_process import ServerProcess
+
+from qwen3tts_cli.convert.converter import convert_checkpoint
+
+ORIGIN = "http://app.test"
+# this prompt and seed run to the frame limit on the seed-0 tiny weights (984 frames, ~4 s to decode)
+LONG_REQUEST = {
+    "model": "tts-1",
+    "input": "A request that would run for a long time.",
+    "voice": "ryan",
+    "seed": 1,
+    "max_frames": 1000,
+    "response_format": "pcm",
+}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory, checkpoint_factory) -> Path:
+    return convert_checkpoint(
+        checkpoint_factory("custom_voice", "tiny", 0), tmp_path_factory.mktemp("opt") / "cv", "q8_0"
+    )
+
+
+@pytest.fixture(scope="module")
+def server(model: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(
+        model, "--threads", "2", "--request-timeout", "1", "--cors-origin", ORIGIN, "--quiet"
+    )
+    yield process
+    process.kill()
+
+
+def test_request_timeout_ends_a_long_request(server: ServerProcess) -> None:
+    started = time.monotonic()
+    response = httpx.post(f"{server.url}/v1/audio/speech", json=LONG_REQUEST, timeout=60)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200  # the audio had started: the stream ends early instead
+    assert 0 < len(response.content) < 984 * 1920 * 2
+    assert elapsed < 3.0
+    assert (
+        'qwen3tts_requests_cancelled_total{reason="timeout"} 1.0' in httpx.get(f"{server.url}/metrics").text
+    )
+    assert httpx.get(f"{server.url}/health").json()["batch"]["in_flight"] == 0
+
+
+def test_cors_only_for_the_given_origin(server: ServerProcess, model: Path) -> None:
+    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    answer = httpx.options(f"{server.url}/v1/audio/speech", headers=preflight)
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == ORIGIN
+    other = httpx.options(
+        f"{server.url}/v1/audio/speech", headers={**preflight, "Origin": "http://evil.test"}
+    )
+    assert "access-control-allow-origin" not in other.headers
+    plain = ServerProcess(model, "--threads", "1", "--quiet")  # no --cors-origin: no CORS headers at all
+    try:
+        got = httpx.get(f"{plain.url}/v1/models", headers={"Origin": ORIGIN})
+        assert got.status_code == 200 and "access-control-allow-origin" not in got.headers
+    finally:
+        plain.kill()
+
+
+def test_serve_without_the_extra_names_the_install_command(tmp_path: Path, model: Path) -> None:
+    blocked = tmp_path / "blocked"
+    (blocked / "starlette").mkdir(parents=True)
+    (blocked / "starlette" / "__init__.py").write_text("raise ImportError('not installed (test)')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "qwen3tts_cli.cli", "serve", "--model-dir", str(model)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(blocked), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'pip install "qwen3tts-cli[server]"' in lines[0] and "starlette" in lines[0]
