@@ -148,10 +148,6 @@ class ScheduledRequest:
         self._pending: dict[int, deque[tuple[str, np.ndarray | None, object]]] = {}
 
     @property
-    def pieces(self) -> int:
-        return self._job.spec.pieces
-
-    @property
     def cancelled(self) -> bool:
         return self._job.cancelled
 

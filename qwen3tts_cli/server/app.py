@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 import uuid
 
 from starlette.applications import Starlette
@@ -165,7 +164,5 @@ def create_app(tts: TTS, settings: ServerSettings) -> Starlette:
         middleware=middleware,
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
     )
-    app.state.started = time.time()
     app.state.metrics = metrics
-    app.state.settings = settings
     return app
