@@ -196,7 +196,7 @@ def float_to_pcm16(chunk: np.ndarray) -> np.ndarray:
     return np.rint(clipped * np.float32(32767.0)).astype(np.int16)
 
 
-def _as_mono_chunk(chunk: np.ndarray) -> np.ndarray:
+def as_mono_chunk(chunk: np.ndarray) -> np.ndarray:
     array = np.asarray(chunk, dtype=np.float32)
     if array.ndim != 1:
         raise ValueError(f"audio chunks must be 1-D mono arrays, got shape {array.shape}")
@@ -255,7 +255,7 @@ class AtomicAudioFileWriter:
     def write(self, chunk: np.ndarray) -> None:
         if self._file is None:
             raise RuntimeError("write() outside of the writer's `with` block")
-        samples = _as_mono_chunk(chunk)
+        samples = as_mono_chunk(chunk)
         if len(samples) == 0:
             return
         self._file.write(float_to_pcm16(samples) if self.format.pcm16 else np.clip(samples, -1.0, 1.0))
@@ -363,7 +363,7 @@ class PipeAudioWriter:
         return self
 
     def write(self, chunk: np.ndarray) -> None:
-        samples = _as_mono_chunk(chunk)
+        samples = as_mono_chunk(chunk)
         if len(samples) == 0:
             return
         self.stream.write(float_to_pcm16(samples).astype("<i2").tobytes())
@@ -474,7 +474,7 @@ class AudioPlayer:
 
     def write(self, chunk: np.ndarray) -> None:
         assert self._stream is not None
-        samples = np.clip(_as_mono_chunk(chunk), -1.0, 1.0)
+        samples = np.clip(as_mono_chunk(chunk), -1.0, 1.0)
         if len(samples):
             self._stream.write(samples.reshape(-1, 1))
 
@@ -543,7 +543,7 @@ def _faded_in(chunks: Iterable[np.ndarray], ramp: np.ndarray) -> Iterator[np.nda
     """The piece's chunks with its first len(ramp) samples multiplied by the ramp."""
     position = 0
     for chunk in chunks:
-        samples = _as_mono_chunk(chunk)
+        samples = as_mono_chunk(chunk)
         if position < len(ramp) and len(samples):
             samples = samples.copy()
             span = min(len(ramp) - position, len(samples))

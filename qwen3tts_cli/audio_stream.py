@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from qwen3tts_cli import spec
-from qwen3tts_cli.audio import float_to_pcm16, wav_header
+from qwen3tts_cli.audio import as_mono_chunk, float_to_pcm16, wav_header
 from qwen3tts_cli.errors import Qwen3TTSError
 
 STREAM_FORMATS = ("pcm", "wav", "mp3", "opus", "ogg", "aac", "flac")
@@ -66,13 +66,6 @@ def _codec_rate(av: object, codec: str, sample_rate: int) -> int:
     return sample_rate if not rates or sample_rate in rates else max(rates)
 
 
-def _mono(samples: np.ndarray) -> np.ndarray:
-    array = np.asarray(samples, dtype=np.float32)
-    if array.ndim != 1:
-        raise ValueError(f"audio chunks must be 1-D mono arrays, got shape {array.shape}")
-    return array
-
-
 class StreamEncoder(Protocol):
     def encode(self, samples: np.ndarray) -> bytes:
         """Bytes ready to send after these samples (may be empty)."""
@@ -88,7 +81,7 @@ class PcmEncoder:
         self._header = header
 
     def encode(self, samples: np.ndarray) -> bytes:
-        out, self._header = self._header + float_to_pcm16(_mono(samples)).astype("<i2").tobytes(), b""
+        out, self._header = self._header + float_to_pcm16(as_mono_chunk(samples)).astype("<i2").tobytes(), b""
         return out
 
     def finish(self) -> bytes:
@@ -158,7 +151,7 @@ class PyAVEncoder:
     def encode(self, samples: np.ndarray) -> bytes:
         if self._finished:
             raise RuntimeError("encode() after finish()")
-        pcm = float_to_pcm16(_mono(samples))
+        pcm = float_to_pcm16(as_mono_chunk(samples))
         if len(pcm):
             frame = self._av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
             frame.sample_rate = self._rate
