@@ -9,11 +9,17 @@ container writes into an in-memory buffer that is drained after every call, so a
 as soon as the codec produced it. libsndfile is no use here: its mp3 and flac writers rewrite their headers
 when the file closes, so a streamed copy decodes short.
 
-opus and ogg are both Ogg Opus at 24 kHz (libopus takes 24 kHz natively; decoders play it at 48 kHz; the
-bundled FFmpeg has no libvorbis and its own Vorbis encoder is experimental). aac is ADTS, which needs no
-index at the end. flac's STREAMINFO says "length unknown" (0 samples, no MD5): FFmpeg, PyAV and browsers
-play it; python-soundfile opens it but fails to read it (it seeks). An empty stream: pcm and the PyAV
-formats give b"", except wav (a bare 44-byte header) and flac (a 60-byte header-only file).
+opus and ogg are both Ogg Opus at 24 kHz (libopus takes 24 kHz natively, so nothing is resampled;
+decoders play it at 48 kHz). Not Vorbis: the bundled FFmpeg has no libvorbis, and its own Vorbis encoder is
+experimental. aac is ADTS, which needs no index at the end. flac's STREAMINFO says "length unknown"
+(0 samples, no MD5; the format allows it), the only honest value before the end: FFmpeg and PyAV play it,
+python-soundfile does not (libsndfile reports 2**63-1 frames: sf.read() cannot allocate, block reads fail
+on a seek).
+
+An empty stream (finish() with no audio) still ends as a file decoders accept: pcm b"", wav a bare 44-byte
+header, flac a 60-byte header-only file (all 0 samples). mp3, aac and Ogg Opus have no header-only form that
+FFmpeg opens, so they encode one sample of silence: Opus decodes to exactly that sample; mp3 and aac to one
+frame plus the codec delay (72 ms and 85 ms of silence).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ MEDIA_TYPES = {
     "pcm": "audio/pcm",
     "wav": "audio/wav",
     "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
+    "opus": "audio/ogg; codecs=opus",  # RFC 7845; "ogg" is the same bytes, named by its container
     "ogg": "audio/ogg",
     "aac": "audio/aac",
     "flac": "audio/flac",
@@ -119,6 +125,7 @@ class PyAVEncoder:
             ) from None
         container_format, codec, sample_format, bit_rate = _PYAV[fmt]
         self._av = av
+        self._fmt = fmt
         self._sink = _Drain()
         self._container = av.open(self._sink, mode="w", format=container_format, options=_OPTIONS[fmt])
         stream = self._container.add_stream(codec, rate=_codec_rate(av, codec, sample_rate))
@@ -138,6 +145,7 @@ class PyAVEncoder:
             frame_size=stream.codec_context.frame_size or None,
         )
         self._pts = 0
+        self._fed = 0
         self._finished = False
 
     def _mux(self, frame: object | None) -> None:
@@ -152,16 +160,22 @@ class PyAVEncoder:
         if self._finished:
             raise RuntimeError("encode() after finish()")
         pcm = float_to_pcm16(as_mono_chunk(samples))
+        self._encode_pcm(pcm)
+        return self._sink.take()
+
+    def _encode_pcm(self, pcm: np.ndarray) -> None:
         if len(pcm):
             frame = self._av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
             frame.sample_rate = self._rate
             self._mux(frame)
-        return self._sink.take()
+            self._fed += len(pcm)
 
     def finish(self) -> bytes:
         if self._finished:
             return b""
         self._finished = True
+        if not self._fed and self._fmt != "flac":
+            self._encode_pcm(np.zeros(1, np.int16))  # no header-only form: the shortest decodable file
         self._mux(None)  # the resampler's last (short) frame
         for packet in self._stream.encode(None):  # the codec's delayed packets
             self._container.mux(packet)
@@ -170,6 +184,9 @@ class PyAVEncoder:
 
 
 def open_stream_encoder(fmt: str, sample_rate: int = spec.SAMPLE_RATE) -> StreamEncoder:
+    """A fresh encoder for one response; not thread-safe (one request, one encoder)."""
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if fmt == "pcm":
         return PcmEncoder()
     if fmt == "wav":

@@ -42,7 +42,7 @@ def _decoded(data: bytes) -> tuple[np.ndarray, int]:
     with av.open(io.BytesIO(data)) as container:
         rate = container.streams.audio[0].rate
         frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
-    joined = np.concatenate(frames)
+    joined = np.concatenate(frames) if frames else np.zeros(0, np.float32)
     if joined.dtype.kind == "i":  # integer decoders (flac): back to [-1, 1] the way they were scaled
         return joined.astype(np.float32) / 32767, rate
     return joined.astype(np.float32), rate
@@ -100,13 +100,25 @@ def test_compressed_streams_decode_to_the_whole_signal(fmt: str, slack: float) -
     assert correlation > 0.99, (fmt, lag, correlation)  # measured 0.9999 for all three codecs
 
 
-def test_an_empty_stream_is_still_well_formed() -> None:
-    # nothing generated: pcm and the lossy formats send nothing, wav a bare header, flac a header-only file
+# Decision: finish() with no audio gives the shortest file the format's decoders accept, never an
+# undecodable body. pcm, wav and flac have a 0-sample form; mp3, aac and Ogg Opus do not (FFmpeg refuses a
+# bare ID3 tag, an empty ADTS stream and header-only Ogg pages), so they carry one sample of silence:
+# Opus trims to exactly it (2 at 48 kHz), mp3/aac pad to a frame plus their delay (measured 72 / 85 ms).
+@pytest.mark.parametrize(
+    ("fmt", "most_seconds"),
+    [("wav", 0), ("flac", 0), ("opus", 2 / 48000), ("ogg", 2 / 48000), ("mp3", 0.08), ("aac", 0.09)],
+)
+def test_an_empty_stream_still_decodes(fmt: str, most_seconds: float) -> None:
+    data = open_stream_encoder(fmt).finish()
+    decoded, rate = _decoded(data)
+    assert len(decoded) / rate <= most_seconds
+    assert not np.any(decoded)  # silence, nothing made up
+    if fmt == "wav":  # also a plain 0-frame file for libsndfile
+        assert len(data) == 44 and sf.info(io.BytesIO(data)).frames == 0
+
+
+def test_an_empty_pcm_stream_is_empty() -> None:
     assert open_stream_encoder("pcm").finish() == b""
-    assert len(open_stream_encoder("wav").finish()) == 44
-    for fmt in ("mp3", "opus", "ogg", "aac"):
-        assert open_stream_encoder(fmt).finish() == b""
-    assert open_stream_encoder("flac").finish()[:4] == b"fLaC"
 
 
 @pytest.mark.parametrize("fmt", STREAM_FORMATS)
@@ -167,6 +179,10 @@ def test_missing_pyav_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_formats_and_media_types() -> None:
     assert set(MEDIA_TYPES) == set(STREAM_FORMATS)
+    assert MEDIA_TYPES["mp3"] == "audio/mpeg" and MEDIA_TYPES["pcm"] == "audio/pcm"
+    assert MEDIA_TYPES["opus"] == "audio/ogg; codecs=opus"  # Ogg Opus, RFC 7845
+    with pytest.raises(ValueError, match="sample_rate"):
+        open_stream_encoder("wav", 0)
     with pytest.raises(Qwen3TTSError, match="unknown audio format 'm4a'") as raised:
         open_stream_encoder("m4a")
     assert raised.value.hint == "use one of: " + ", ".join(STREAM_FORMATS)
@@ -176,3 +192,17 @@ def test_formats_and_media_types() -> None:
 def test_the_same_audio_gives_the_same_bytes(fmt: str) -> None:
     signal = _signal()
     assert _encode(fmt, signal)[0] == _encode(fmt, signal)[0]
+
+
+@pytest.mark.parametrize("fmt", ["opus", "mp3", "aac", "flac"])
+def test_other_input_rates_keep_length_and_pitch(fmt: str) -> None:
+    """22.05 kHz in: Opus is resampled to 48 kHz inside PyAV, the others take the rate as is."""
+    rate = 22050
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate)).astype(np.float32)
+    encoder = open_stream_encoder(fmt, rate)
+    data = b"".join(encoder.encode(tone[i : i + 1000]) for i in range(0, len(tone), 1000)) + encoder.finish()
+    decoded, decoded_rate = _decoded(data)
+    assert decoded_rate == (48000 if fmt == "opus" else rate)
+    assert 2.0 - 0.001 <= len(decoded) / decoded_rate <= 2.0 + 0.1  # mp3/aac delay as above, at this rate
+    spectrum = np.abs(np.fft.rfft(decoded[:decoded_rate]))  # 1 s: 1 Hz bins
+    assert abs(int(np.argmax(spectrum)) - 440) <= 1  # a wrong rate anywhere would move the tone
