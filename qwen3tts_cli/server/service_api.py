@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from qwen3tts_cli import spec
+from qwen3tts_cli.audio import WAV_HEADER_BYTES, wav_header
 from qwen3tts_cli.audio_stream import MEDIA_TYPES, open_stream_encoder
 from qwen3tts_cli.server.errors import APIError
 from qwen3tts_cli.server.metrics import Metrics
@@ -132,7 +133,10 @@ class ServiceRoutes:
         encoder = open_stream_encoder(body_format, spec.SAMPLE_RATE)
         parts = [encoder.encode(samples) async for samples in self.synth.samples(stream)]
         parts.append(encoder.finish())
-        return Response(b"".join(parts), media_type=MEDIA_TYPES[body_format])
+        data = b"".join(parts)
+        if body_format == "wav":  # the whole file is here: exact sizes instead of the streaming header
+            data = wav_header(spec.SAMPLE_RATE, len(data) - WAV_HEADER_BYTES) + data[WAV_HEADER_BYTES:]
+        return Response(data, media_type=MEDIA_TYPES[body_format])
 
     async def stream_tts(self, request: Request) -> Response:
         stream = await self._start(await read_json(request, self.settings.max_body_bytes))
