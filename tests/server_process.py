@@ -51,9 +51,11 @@ class ServerProcess:
         self.kill()
         raise RuntimeError(f"the server did not answer /health within {START_TIMEOUT} s")
 
-    def stderr(self) -> str:
+    def stderr(self, limit: int | None = 4000) -> str:
+        """The server's log so far (its last `limit` characters)."""
         self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
+        text = self.log.read().decode(errors="replace")
+        return text if limit is None else text[-limit:]
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

@@ -74,9 +74,10 @@ def _post(
 ) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     headers.update(kwargs.pop("headers", {}))  # type: ignore[arg-type]
-    if isinstance(body, (bytes, str)):
-        return httpx.post(f"{server.url}{path}", content=body, headers=headers, timeout=120, **kwargs)  # type: ignore[arg-type]
-    return httpx.post(f"{server.url}{path}", json=body, headers=headers, timeout=120, **kwargs)  # type: ignore[arg-type]
+    kwargs.setdefault("timeout", 120)
+    if isinstance(body, (bytes, str, Iterator)):
+        return httpx.post(f"{server.url}{path}", content=body, headers=headers, **kwargs)  # type: ignore[arg-type]
+    return httpx.post(f"{server.url}{path}", json=body, headers=headers, **kwargs)  # type: ignore[arg-type]
 
 
 def _speech(**fields: object) -> dict[str, object]:
@@ -178,6 +179,9 @@ def test_models_and_voices_listings(server: ServerProcess, client: openai.OpenAI
     assert {"vivian", "ryan"} <= names and all(v["name"] for v in voices["voices"])
     models = httpx.get(f"{server.url}/v1/audio/models", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert {"id": "tts-1"} in models["models"]
+    assert client.models.retrieve("gpt-4o-mini-tts").id == "gpt-4o-mini-tts"
+    with pytest.raises(openai.NotFoundError, match="not served"):
+        client.models.retrieve("whisper-1")
 
 
 def test_a_preset_model_refuses_voice_uploads(server: ServerProcess) -> None:
@@ -288,6 +292,53 @@ def test_oversized_body_is_413_before_it_is_read(server: ServerProcess) -> None:
     _assert_openai_error(response, 413, "larger than")
 
 
+def test_oversized_body_without_content_length_is_413_while_read(server: ServerProcess) -> None:
+    def chunks() -> Iterator[bytes]:  # chunked transfer: no Content-Length to check up front
+        for _ in range(64):
+            yield b"x" * 65536
+
+    for path in ("/v1/audio/speech", "/tts"):
+        response = _post(server, path, chunks(), headers={"Content-Type": "application/json"})
+        _assert_openai_error(response, 413, "larger than")
+    assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+SERVICE_BAD_BODIES = [
+    ("/tts", "{oops", 400, "not valid JSON"),
+    ("/tts", {"format": "wav"}, 400, "'text' must be"),
+    ("/tts", {"text": "x" * 5000}, 400, "at most 4096"),
+    ("/tts", {"text": TEXT, "format": "aiff"}, 400, "'format' must be"),
+    ("/tts", {"text": TEXT, "temperature": 3}, 400, "temperature"),
+    ("/tts", {"text": TEXT, "max_length": 0}, 400, "max_length"),
+    ("/tts", {"text": TEXT, "voice_attributes": "happy"}, 400, "voice_attributes"),
+    ("/tts", {"text": TEXT, "voice_attributes": {"gender": "robot"}}, 400, "gender"),
+    ("/tts", {"text": TEXT, "voice_attributes": {"age": 500}}, 400, "1-120"),
+    ("/tts", {"text": TEXT, "voice_attributes": {"emotion": 3}}, 400, "emotion"),
+    ("/tts", {"text": TEXT, "voice": "../../x"}, 400, "invalid voice name"),
+    ("/stream-tts", {"text": ""}, 400, "non-empty"),
+    ("/stream-tts", [TEXT], 400, "JSON object"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "fragment"), SERVICE_BAD_BODIES)
+def test_bad_service_bodies_get_openai_errors(
+    server: ServerProcess, path: str, body: object, status: int, fragment: str
+) -> None:
+    if isinstance(body, str):
+        response = _post(server, path, body, headers={"Content-Type": "application/json"})
+    else:
+        response = _post(server, path, body)
+    _assert_openai_error(response, status, fragment)
+
+
+def test_temperature_zero_is_greedy(server: ServerProcess) -> None:
+    greedy = _post(server, "/v1/audio/speech", _speech(response_format="pcm", greedy=True, seed=1)).content
+    zero = _post(server, "/v1/audio/speech", _speech(response_format="pcm", temperature=0, seed=2)).content
+    assert zero == greedy and len(zero) == FRAMES * 1920 * 2
+    service = _post(server, "/tts", {"text": TEXT, "voice": "vivian", "temperature": 0, "max_length": FRAMES})
+    assert service.status_code == 200 and service.content[44:] == greedy  # wav: header, then the same pcm
+
+
 def test_api_key_is_required(server: ServerProcess) -> None:
     _assert_openai_error(_post(server, "/v1/audio/speech", _speech(), key=None), 401, "API key")
     _assert_openai_error(_post(server, "/v1/audio/speech", _speech(), key="wrong"), 401, "API key")
@@ -332,6 +383,26 @@ def test_a_client_that_leaves_frees_its_slot(server: ServerProcess) -> None:
         time.sleep(0.05)
     assert _batch_sequences(server) == 0
     assert 'qwen3tts_requests_cancelled_total{reason="client"}' in httpx.get(f"{server.url}/metrics").text
+
+
+def test_a_whole_file_client_that_leaves_frees_its_slot(server: ServerProcess) -> None:
+    # /tts answers only at the end: nothing is written that could notice the client leave, so the server
+    # watches the connection itself
+    cancelled = _cancelled(server)
+    body = {"text": RUNS_LONG, "voice": "ryan", "seed": 1, "max_length": 1000}
+    with pytest.raises(httpx.ReadTimeout):
+        _post(server, "/tts", body, timeout=httpx.Timeout(60, read=0.5))
+    deadline = time.monotonic() + 10
+    while (_batch_sequences(server) or _cancelled(server) == cancelled) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _batch_sequences(server) == 0 and _cancelled(server) == cancelled + 1
+
+
+def _cancelled(server: ServerProcess) -> float:
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith('qwen3tts_requests_cancelled_total{reason="client"}'):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def _batch_sequences(server: ServerProcess) -> int:
@@ -399,3 +470,9 @@ def test_any_speech_body_gets_audio_or_an_openai_error(
     if response.status_code != 200:
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
         assert "Traceback" not in response.text
+
+
+def test_the_server_log_has_no_internal_errors(server: ServerProcess) -> None:
+    """After every test above (bad bodies, property bodies, disconnects): nothing failed inside."""
+    log = server.stderr(limit=None)
+    assert "Traceback" not in log and "internal error" not in log and "mid-stream" not in log, log

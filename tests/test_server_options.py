@@ -1,5 +1,6 @@
-"""`serve` options: --request-timeout stops a request, --cors-origin opens CORS (and only then), and a
-missing server extra is one line naming the install command."""
+"""`serve` options: --request-timeout stops a request, --cors-origin opens CORS (and only then), a
+missing server extra is one line naming the install command; a VoiceDesign model served (the voice comes
+from `instructions`) and known by its catalog name."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 from server_process import ServerProcess
 
@@ -94,3 +96,42 @@ def test_serve_without_the_extra_names_the_install_command(tmp_path: Path, model
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and 'pip install "qwen3tts-cli[server]"' in lines[0] and "starlette" in lines[0]
+
+
+DESIGN = "A calm, low male voice, speaking slowly."
+
+
+def test_a_voice_design_model_speaks_the_instructions(
+    tmp_path_factory: pytest.TempPathFactory, checkpoint_factory
+) -> None:
+    model = convert_checkpoint(
+        checkpoint_factory("voice_design", "tiny", 0),
+        tmp_path_factory.mktemp("vd") / "vd",
+        "q8_0",
+        source_repo="Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign",
+    )
+    server = ServerProcess(model, "--threads", "1", "--max-frames", "4", "--quiet")
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+        ids = [m.id for m in client.models.list().data]
+        assert ids[:2] == ["vd", "1.7b-design"] and "tts-1" in ids
+        with pytest.raises(openai.BadRequestError, match="instructions"):
+            client.audio.speech.create(model="1.7b-design", voice="alloy", input="Hello there.")
+        spoken = [
+            client.audio.speech.create(
+                model="1.7b-design",
+                voice=voice,  # anything: a VoiceDesign model's voice is the description
+                input="Hello there.",
+                instructions=DESIGN,
+                response_format="pcm",
+                extra_body={"seed": 4},
+            ).content
+            for voice in ("alloy", "whatever")
+        ]
+        command = [sys.executable, "-m", "qwen3tts_cli.cli", "say", "Hello there.", "--model-dir", str(model)]
+        command += ["--design", DESIGN, "--seed", "4", "--max-frames", "4", "-o", "-", "--format", "pcm"]
+        cli = subprocess.run(command + ["--quiet"], capture_output=True, timeout=300, check=True).stdout
+        assert spoken[0] == spoken[1] == cli and len(cli) == 4 * 1920 * 2
+        assert httpx.get(f"{server.url}/v1/audio/voices").json() == {"voices": []}
+    finally:
+        server.kill()

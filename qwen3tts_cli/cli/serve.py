@@ -152,6 +152,7 @@ def serve(
             default_voice = "ryan" if "ryan" in tts.speakers else (tts.speakers or [None])[0]
         settings = ServerSettings(
             model_id=_model_id(chosen),
+            other_names=_catalog_names(chosen, tts),
             max_input_chars=max_input_chars,
             max_upload_bytes=int(max_upload_mb * (1 << 20)),
             api_key=api_key or None,
@@ -171,6 +172,15 @@ def serve(
 
 def _model_id(chosen: str | Path) -> str:
     return chosen.name if isinstance(chosen, Path) else str(chosen)
+
+
+def _catalog_names(chosen: str | Path, tts: Any) -> tuple[str, ...]:
+    """The catalog's short name and official repo id of the served model, also accepted as `model`."""
+    from qwen3tts_cli import catalog
+
+    source = str(chosen) if not isinstance(chosen, Path) else tts.model.manifest.source_repo
+    entry = catalog.find(source) if source else None
+    return () if entry is None else (entry.name, entry.repo)
 
 
 async def _run(

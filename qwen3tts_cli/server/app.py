@@ -76,10 +76,12 @@ class _Gate:
         scope.setdefault("state", {})["request_id"] = request_id
         label = route_label(scope["path"])
         status: list[int] = [500]
+        started = [False]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                started[0] = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
@@ -96,7 +98,15 @@ class _Gate:
                     )
                 )(scope, receive, send_with_id)
                 return
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                if started[0]:  # mid-response: uvicorn logs it and closes the connection (the body is cut)
+                    raise
+                # here rather than in Starlette's outermost handler, so the 500 carries the request id
+                # (and the traceback is logged once, never sent)
+                _log_internal(scope, request_id, exc)
+                await error_response(_internal(request_id))(scope, receive, send_with_id)
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(label, str(status[0])).inc()
@@ -131,14 +141,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
 
-async def _server_error(request: Request, exc: Exception) -> Response:
-    request_id = getattr(request.state, "request_id", "?")
+def _internal(request_id: str) -> APIError:
+    return APIError(500, f"internal server error (request id {request_id}; the server log has the details)")
+
+
+def _log_internal(scope: Scope, request_id: str, exc: BaseException) -> None:
     log.error(
-        "internal error in %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc
+        "internal error in %s %s (request %s)",
+        scope.get("method"),
+        scope.get("path"),
+        request_id,
+        exc_info=exc,
     )
-    return error_response(
-        APIError(500, f"internal server error (request id {request_id}; the server log has the details)")
-    )
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """The last resort (an error outside `_Gate`, e.g. in the CORS middleware)."""
+    request_id = getattr(request.state, "request_id", "?")
+    _log_internal(request.scope, request_id, exc)
+    return error_response(_internal(request_id))
 
 
 def create_app(tts: TTS, settings: ServerSettings) -> Starlette:

@@ -76,6 +76,22 @@ def _ranged(body: dict[str, Any], name: str, low: float, high: float | None, int
     return value
 
 
+def sampling_options(body: dict[str, Any], max_temperature: float, **fields: Any) -> SamplingOptions:
+    """`temperature` 0 means greedy decoding (as in most APIs); otherwise it overrides the model's."""
+    temperature = _ranged(body, "temperature", 0.0, max_temperature)
+    if temperature is not None and temperature < 0.01:
+        if temperature > 0:
+            raise APIError(
+                400,
+                "'temperature' must be 0 (greedy) or at least 0.01",
+                param="temperature",
+                code="invalid_value",
+            )
+        fields["greedy"] = True
+        temperature = None
+    return SamplingOptions(temperature=temperature, **fields)
+
+
 class SpeechRoutes:
     """The OpenAI routes over one Synthesizer."""
 
@@ -97,7 +113,8 @@ class SpeechRoutes:
 
     # ---- models ------------------------------------------------------------------------------------------
     def model_ids(self) -> list[str]:
-        return [self.settings.model_id, *self.settings.aliases]
+        names = [self.settings.model_id, *self.settings.other_names, *self.settings.aliases]
+        return list(dict.fromkeys(names))
 
     async def models(self, _request: Request) -> Response:
         created = int(time.time())
@@ -205,9 +222,11 @@ class SpeechRoutes:
         default = self.settings.default_voice
         if voice is None or (voice.lower() in OPENAI_VOICES and voice not in known):
             if default is None:
+                given = "no voice given" if voice is None else f"'{voice}' is one of OpenAI's voice names"
                 raise APIError(
                     400,
-                    f"no voice given (this server's voices: {', '.join(known) or 'none yet'})",
+                    f"{given}, and this server has no --default-voice (its voices: "
+                    f"{', '.join(known) or 'none yet; add one with POST /v1/audio/voices'})",
                     param="voice",
                     code="voice_not_found",
                 )
@@ -242,9 +261,10 @@ class SpeechRoutes:
                 f"unknown language '{language}' (use one of: {', '.join(self.tts.languages)})",
                 param="language",
             )
-        sampling = SamplingOptions(
+        sampling = sampling_options(
+            body,
+            max_temperature=10.0,
             greedy=bool(_field(body, "greedy", bool, False)),
-            temperature=_ranged(body, "temperature", 0.01, 10.0),
             top_k=_ranged(body, "top_k", 0, None, integer=True),
             top_p=_ranged(body, "top_p", 0.0, 1.0),
             repetition_penalty=_ranged(body, "repetition_penalty", 0.01, 10.0),

@@ -1,18 +1,20 @@
 """The Qwen-TTS streaming service's API, so its users can switch: /health, /tts, /stream-tts, /metrics.
 
-Bodies as that service takes them: `text`, `format` (wav | mp3 | ogg, /tts only), `temperature` (0-2),
-`max_length` (codec frames per piece, 1-4096), `voice_attributes` {gender, age, emotion} (turned into a
-style instruction as `say --gender/--age/--emotion` does; only 1.7B CustomVoice models follow it), plus
-`voice` and `seed` as extensions. Unlike that service, /stream-tts is one valid WAV stream (not a string of
-WAV files), an error mid-stream ends the stream and is logged (never written into the audio), and
-generation never runs on the event loop. Errors use the same OpenAI shape as the /v1 routes.
+Bodies as that service takes them: `text`, `format` (wav | mp3 | ogg, /tts only), `temperature` (0-2;
+0 = greedy), `max_length` (codec frames per piece, 1-4096), `voice_attributes` {gender, age, emotion}
+(turned into a style instruction as `say --gender/--age/--emotion` does; only 1.7B CustomVoice models
+follow it), plus `voice` and `seed` as extensions. Unlike that service, /stream-tts is one valid WAV stream
+(not a string of WAV files), an error mid-stream ends the stream and is logged (never written into the
+audio), and generation never runs on the event loop. A /tts client that leaves cancels its request.
+Errors use the same OpenAI shape as the /v1 routes.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -23,9 +25,8 @@ from qwen3tts_cli.audio import WAV_HEADER_BYTES, wav_header
 from qwen3tts_cli.audio_stream import MEDIA_TYPES, open_stream_encoder
 from qwen3tts_cli.server.errors import APIError
 from qwen3tts_cli.server.metrics import Metrics
-from qwen3tts_cli.server.openai_api import STREAM_HEADERS, SpeechRoutes, _field, _ranged
+from qwen3tts_cli.server.openai_api import STREAM_HEADERS, SpeechRoutes, _field, _ranged, sampling_options
 from qwen3tts_cli.server.requests import read_json
-from qwen3tts_cli.tts import SamplingOptions
 
 FILE_FORMATS = ("wav", "mp3", "ogg")
 GENDERS = ("male", "female", "neutral")
@@ -46,6 +47,26 @@ def age_word(age: Any) -> str | None:
     if age < 60:
         return "middle-aged"
     return "old"
+
+
+async def _unless_disconnected(request: Request, work: Callable[[], Awaitable[None]]) -> bool:
+    """Run `work` until done (True) or until the client goes away (False: `work` is cancelled, which
+    cancels its synthesis). For a whole-file answer, where no streamed write would notice the client leave;
+    the body has been read, so the next ASGI message is the disconnect."""
+    gone = False
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        await work()
+        group.cancel_scope.cancel()
+    return not gone
 
 
 class ServiceRoutes:
@@ -100,7 +121,7 @@ class ServiceRoutes:
         options.update(
             seed=_ranged(body, "seed", 0, 2**63 - 1, integer=True),
             max_frames=_ranged(body, "max_length", 1, 4096, integer=True),
-            sampling=SamplingOptions(temperature=_ranged(body, "temperature", 0.01, 2.0)),
+            sampling=sampling_options(body, max_temperature=2.0),
         )
         return await self.synth.start(text, options)
 
@@ -131,7 +152,14 @@ class ServiceRoutes:
             raise APIError(400, f"'format' must be one of {', '.join(FILE_FORMATS)}", param="format")
         stream = await self._start(body)
         encoder = open_stream_encoder(body_format, spec.SAMPLE_RATE)
-        parts = [encoder.encode(samples) async for samples in self.synth.samples(stream)]
+        parts: list[bytes] = []
+
+        async def collect() -> None:
+            async for samples in self.synth.samples(stream):
+                parts.append(encoder.encode(samples))
+
+        if not await _unless_disconnected(request, collect):
+            return Response(status_code=499)  # nginx's "client closed request": only the metrics see it
         parts.append(encoder.finish())
         data = b"".join(parts)
         if body_format == "wav":  # the whole file is here: exact sizes instead of the streaming header

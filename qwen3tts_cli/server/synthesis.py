@@ -32,6 +32,7 @@ class ServerSettings:
     """What `qwen3tts serve` was told; read by every route."""
 
     model_id: str
+    other_names: tuple[str, ...] = ()  # e.g. the catalog name of a --model-dir folder converted from it
     max_input_chars: int = 4096
     max_body_bytes: int = 1 << 20  # JSON bodies
     max_upload_bytes: int = 10 << 20  # voice samples
