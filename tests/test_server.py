@@ -427,6 +427,28 @@ def test_sigterm_finishes_in_flight_work_and_exits_zero(custom_model: Path) -> N
         process.kill()
 
 
+def test_sigterm_cancels_what_outlasts_the_shutdown_timeout_and_exits_zero(custom_model: Path) -> None:
+    process = ServerProcess(custom_model, "--threads", "1", "--shutdown-timeout", "1")
+    body = _speech(input=RUNS_LONG, voice="ryan", max_frames=1000, seed=1, response_format="pcm")
+    received = 0
+    try:
+        started = time.monotonic()
+        with pytest.raises(httpx.RemoteProtocolError):  # the body is cut, so the client knows it is short
+            with httpx.stream("POST", f"{process.url}/v1/audio/speech", json=body, timeout=60) as response:
+                for part in response.iter_bytes():
+                    if not received:
+                        process.process.send_signal(signal.SIGTERM)
+                    received += len(part)
+        process.process.wait(timeout=30)
+        assert process.process.returncode == 0, process.stderr()
+        assert time.monotonic() - started < 15
+        assert 0 < received < 984 * 1920 * 2
+        log = process.stderr(limit=None)
+        assert "cancelled: the shutdown timeout passed" in log and "Traceback" not in log, log
+    finally:
+        process.kill()
+
+
 # ---- property: no body is a 5xx ------------------------------------------------------------------------
 _ANY = st.one_of(
     st.none(),

@@ -8,6 +8,7 @@ middleware (`_Gate`), which does not buffer streamed bodies.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -100,6 +101,19 @@ class _Gate:
                 return
             try:
                 await self.app(scope, receive, send_with_id)
+            except asyncio.CancelledError:
+                # only uvicorn cancels a whole request task: at shutdown, once --shutdown-timeout has passed
+                # (the app's own cancel scopes, e.g. for a client that left, end inside it). The synthesis
+                # was cancelled on the way out; the connection is closed (a cut body). One line, not
+                # uvicorn's traceback of the cancellation.
+                if not started[0]:
+                    status[0] = 503
+                log.warning(
+                    "%s %s (request %s) cancelled: the shutdown timeout passed",
+                    scope.get("method"),
+                    scope.get("path"),
+                    request_id,
+                )
             except Exception as exc:
                 if started[0]:  # mid-response: uvicorn logs it and closes the connection (the body is cut)
                     raise
