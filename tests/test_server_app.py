@@ -124,3 +124,24 @@ def test_a_converted_catalog_model_is_also_known_by_its_catalog_names() -> None:
         "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice",
     )
     assert _catalog_names("0.6b-base", served) == ("0.6b-base", "Qwen/Qwen3-TTS-12Hz-0.6B-Base")
+
+
+def test_cors_and_the_api_key_together() -> None:
+    settings = ServerSettings(model_id="m", api_key="k", cors_origins=("http://app.test",))
+    client = TestClient(create_app(StubTTS(RuntimeError()), settings), raise_server_exceptions=False)  # type: ignore[arg-type]
+    origin = {"Origin": "http://app.test"}
+    # a preflight needs no key and still gets a request id
+    preflight = client.options(
+        "/v1/audio/speech", headers={**origin, "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status_code == 200 and preflight.headers["x-request-id"]
+    assert preflight.headers["access-control-allow-origin"] == "http://app.test"
+    # a refusal is readable by the page (CORS headers on the 401), in OpenAI's shape, with an id
+    refused = client.get("/v1/models", headers=origin)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert refused.headers["access-control-allow-origin"] == "http://app.test"
+    assert refused.headers["x-request-id"] and refused.headers["x-should-retry"] == "false"
+    assert "x-request-id" in refused.headers["access-control-expose-headers"].lower()
+    allowed = client.get("/v1/models", headers={**origin, "Authorization": "Bearer k"})
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://app.test"
+    assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200

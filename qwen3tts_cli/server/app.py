@@ -2,8 +2,9 @@
 
 Starlette on uvicorn rather than FastAPI: FastAPI's validation answers `{"detail": ...}`, which Open WebUI
 cannot show, so its validation would be overridden anyway; Starlette keeps the dependencies small and
-leaves full control of the error shape and of streaming. Cross-cutting concerns are one plain ASGI
-middleware (`_Gate`), which does not buffer streamed bodies.
+leaves full control of the error shape and of streaming. Cross-cutting concerns are plain ASGI middlewares,
+which do not buffer streamed bodies: `_Gate` (outermost: request ids, metrics, internal errors), then CORS
+(only with --cors-origin), then `_ApiKey` (only with --api-key).
 """
 
 from __future__ import annotations
@@ -60,19 +61,18 @@ def route_label(path: str) -> str:
 
 
 class _Gate:
-    """Request id on every response, the API key on protected routes, request counts and in-flight."""
+    """The outermost layer: a request id on every response (CORS preflights and 500s included), request
+    counts and in-flight, internal errors answered in the OpenAI shape, shutdown cancellations."""
 
-    def __init__(self, app: ASGIApp, settings: ServerSettings, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
-        self.settings = settings
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        given = headers.get("x-request-id", "")
+        given = _header(scope, b"x-request-id")
         request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         label = route_label(scope["path"])
@@ -89,48 +89,64 @@ class _Gate:
 
         self.metrics.in_flight.inc()
         try:
-            if self._refused(scope, headers):
-                await error_response(
-                    APIError(
-                        401,
-                        "a valid API key is required (Authorization: Bearer <key>)",
-                        code="invalid_api_key",
-                        headers={"WWW-Authenticate": "Bearer"},
-                    )
-                )(scope, receive, send_with_id)
-                return
-            try:
-                await self.app(scope, receive, send_with_id)
-            except asyncio.CancelledError:
-                # only uvicorn cancels a whole request task: at shutdown, once --shutdown-timeout has passed
-                # (the app's own cancel scopes, e.g. for a client that left, end inside it). The synthesis
-                # was cancelled on the way out; the connection is closed (a cut body). One line, not
-                # uvicorn's traceback of the cancellation.
-                if not started[0]:
-                    status[0] = 503
-                log.warning(
-                    "%s %s (request %s) cancelled: the shutdown timeout passed",
-                    scope.get("method"),
-                    scope.get("path"),
-                    request_id,
-                )
-            except Exception as exc:
-                if started[0]:  # mid-response: uvicorn logs it and closes the connection (the body is cut)
-                    raise
-                # here rather than in Starlette's outermost handler, so the 500 carries the request id
-                # (and the traceback is logged once, never sent)
-                _log_internal(scope, request_id, exc)
-                await error_response(_internal(request_id))(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # only uvicorn cancels a whole request task: at shutdown, once --shutdown-timeout has passed
+            # (the app's own cancel scopes, e.g. for a client that left, end inside it). The synthesis was
+            # cancelled on the way out; the connection is closed (a cut body). One line, not uvicorn's
+            # traceback of the cancellation.
+            if not started[0]:
+                status[0] = 503
+            log.warning(
+                "%s %s (request %s) cancelled: the shutdown timeout passed",
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
+            )
+        except Exception as exc:
+            if started[0]:  # mid-response: uvicorn logs it and closes the connection (the body is cut)
+                raise
+            # here rather than in Starlette's outermost handler, so the 500 carries the request id (and
+            # the traceback is logged once, never sent)
+            _log_internal(scope, request_id, exc)
+            await error_response(_internal(request_id))(scope, receive, send_with_id)
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(label, str(status[0])).inc()
 
-    def _refused(self, scope: Scope, headers: dict[str, str]) -> bool:
-        key = self.settings.api_key
-        if not key or scope["path"] in OPEN_PATHS or scope.get("method") == "OPTIONS":
+
+class _ApiKey:
+    """`Authorization: Bearer KEY` on every route but /health and /metrics (inside CORS, so that a browser
+    sees the 401 with CORS headers instead of an opaque CORS failure)."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.key = key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._refused(scope):
+            error = APIError(
+                401,
+                "a valid API key is required (Authorization: Bearer <key>)",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await error_response(error)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _refused(self, scope: Scope) -> bool:
+        if scope["path"] in OPEN_PATHS or scope.get("method") == "OPTIONS":
             return False
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        return scheme.lower() != "bearer" or not _same(token.strip(), key)
+        scheme, _, token = _header(scope, b"authorization").partition(" ")
+        return scheme.lower() != "bearer" or not _same(token.strip(), self.key)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
 
 
 def _same(given: str, expected: str) -> bool:
@@ -170,7 +186,7 @@ def _log_internal(scope: Scope, request_id: str, exc: BaseException) -> None:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    """The last resort (an error outside `_Gate`, e.g. in the CORS middleware)."""
+    """The last resort (the gate answers errors first; this only runs if the gate itself failed)."""
     request_id = getattr(request.state, "request_id", "?")
     _log_internal(request.scope, request_id, exc)
     return error_response(_internal(request_id))
@@ -182,8 +198,8 @@ def create_app(tts: TTS, settings: ServerSettings) -> Starlette:
     synthesizer = Synthesizer(tts, settings, metrics)
     speech = SpeechRoutes(synthesizer)
     service = ServiceRoutes(speech, metrics)
-    middleware = []
-    if settings.cors_origins:  # outermost, so that refusals carry the CORS headers too
+    middleware = [Middleware(_Gate, metrics=metrics)]
+    if settings.cors_origins:  # inside the gate (request ids on preflights), outside the key check
         middleware.append(
             Middleware(
                 CORSMiddleware,
@@ -193,7 +209,8 @@ def create_app(tts: TTS, settings: ServerSettings) -> Starlette:
                 expose_headers=["X-Request-ID"],
             )
         )
-    middleware.append(Middleware(_Gate, settings=settings, metrics=metrics))
+    if settings.api_key:
+        middleware.append(Middleware(_ApiKey, key=settings.api_key))
     app = Starlette(
         routes=[*speech.routes(), *service.routes()],
         middleware=middleware,
