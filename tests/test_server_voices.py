@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,6 +121,43 @@ def test_bad_uploads_are_refused_and_nothing_is_written(
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
+def test_an_upload_without_content_length_is_cut_at_the_limit(
+    base_server: tuple[ServerProcess, Path],
+) -> None:
+    server, voices = base_server
+    boundary = "qwen3ttsboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nchunky\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="audio_sample"; filename="a.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+
+    def chunks() -> Iterator[bytes]:  # chunked transfer, 2 MB against --max-upload-mb 1
+        yield head
+        for _ in range(32):
+            yield b"\0" * 65536
+
+    response = httpx.post(
+        f"{server.url}/v1/audio/voices",
+        content=chunks(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        timeout=60,
+    )
+    _error(response, 413, "larger than")
+    assert not voices.exists() or not any(voices.glob("*.json"))
+
+
+def test_an_upload_that_is_not_a_form_is_refused(base_server: tuple[ServerProcess, Path]) -> None:
+    server, _ = base_server
+    response = httpx.post(f"{server.url}/v1/audio/voices", json={"name": "x"}, timeout=60)
+    assert response.status_code == 400 and set(response.json()["error"]) == {
+        "message",
+        "type",
+        "param",
+        "code",
+    }
+
+
 def test_bad_voice_ids_on_delete(base_server: tuple[ServerProcess, Path]) -> None:
     server, _ = base_server
     _error(httpx.delete(f"{server.url}/v1/audio/voices/..%2F..%2Fetc"), 400, "invalid voice name")
@@ -175,3 +217,31 @@ async def _wyoming_round(port: int) -> tuple[Info, bytes]:
                 audio += AudioChunk.from_event(event).audio
             elif AudioStop.is_type(event.type):
                 return info, audio
+
+
+def test_serve_wyoming_alone(tmp_path: Path, checkpoint_factory) -> None:
+    model = convert_checkpoint(checkpoint_factory("custom_voice", "tiny", 0), tmp_path / "cv", "q8_0")
+    port, http_port = free_port(), free_port()
+    command = [sys.executable, "-m", "qwen3tts_cli.cli", "serve", "--model-dir", str(model), "--no-http"]
+    command += ["--port", str(http_port), "--wyoming", f"tcp://127.0.0.1:{port}", "--threads", "1"]
+    command += ["--max-frames", "3", "--seed", "4", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        _, audio = asyncio.run(_wyoming_round(port))
+        assert len(audio) == 3 * 1920 * 2
+        with pytest.raises(httpx.ConnectError):  # no HTTP at all
+            httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
