@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncClient
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import Event, read_event, write_event
 from wyoming.info import Describe, Info
+from wyoming.ping import Ping, Pong
 from wyoming.tts import (
     Synthesize,
     SynthesizeChunk,
@@ -121,10 +128,21 @@ def _wait_idle(tts: TTS, timeout: float = 30.0) -> None:
 
 def test_split_complete_keeps_the_unfinished_rest() -> None:
     assert split_complete("Hello there. How are") == (["Hello there."], "How are")
-    assert split_complete("It costs 3.") == ([], "It costs 3.")
+    assert split_complete("It costs 3.") == ([], "It costs 3.")  # may still become 3.5
+    assert split_complete("It costs 3.5 now. ") == (["It costs 3.5 now."], "")
     assert split_complete('He said "go!" Then') == (['He said "go!"'], "Then")
     assert split_complete("你好。世界") == (["你好。"], "世界")
+    assert split_complete("你好。") == ([], "你好。")  # its closing quote may still come
+    assert split_complete("「你好。」再见") == (["「你好。」"], "再见")
+    assert split_complete("- first item\n- second") == (["- first item"], "- second")
     assert split_complete("") == ([], "")
+    # no sentence end for too long: cut at the last clause end, else at the last space
+    words = " ".join(["word"] * 80)
+    sentences, rest = split_complete(f"{words}, and then {words} more", max_length=300)
+    assert sentences == [f"{words},"] and rest == f"and then {words} more"
+    sentences, rest = split_complete(words, max_length=100)
+    assert sentences == [" ".join(["word"] * 79)] and rest == "word"
+    assert split_complete("x" * 400, max_length=100) == ([], "x" * 400)  # nowhere to cut: wait
 
 
 def test_describe_lists_the_speakers_with_their_languages(tts: TTS) -> None:
@@ -169,15 +187,25 @@ def test_streaming_text_speaks_sentences_then_stops(tts: TTS) -> None:
         async with serving(tts, max_frames=FRAMES, seed=SEED) as uri, AsyncClient.from_uri(uri) as client:
             voice = SynthesizeVoice(name=speaker)
             await client.write_event(SynthesizeStart(voice=voice).event())
-            for part in ["The first sent", "ence is here. The sec", "ond one", " ends here."]:
+            for part in ["The first sent", "ence is here. The sec"]:
+                await client.write_event(SynthesizeChunk(part).event())
+            # the complete first sentence is spoken before the text ends
+            event = await _read(client)
+            assert AudioStart.is_type(event.type), event
+            first = await _read(client)
+            assert AudioChunk.is_type(first.type), first
+            for part in ["ond one", " ends here."]:
                 await client.write_event(SynthesizeChunk(part).event())
             # Home Assistant also sends the whole text as a plain synthesize: ignored during the session
             await client.write_event(Synthesize("Ignored copy.", voice=voice).event())
             await client.write_event(SynthesizeStop().event())
-            audio = await _read_audio(client)
+            payload = AudioChunk.from_event(first).audio
+            while not AudioStop.is_type((event := await _read(client)).type):
+                assert AudioChunk.is_type(event.type), event  # one audio-start for the whole session
+                payload += AudioChunk.from_event(event).audio
             event = await _read(client)
             assert SynthesizeStopped.is_type(event.type), event
-            return audio
+            return np.frombuffer(payload, dtype="<i2")
 
     got = asyncio.run(scenario())
     expected = np.concatenate(
@@ -189,22 +217,86 @@ def test_streaming_text_speaks_sentences_then_stops(tts: TTS) -> None:
     np.testing.assert_array_equal(got, expected)
 
 
+async def _read_error(client: AsyncClient) -> Error:
+    """A failed synthesize: error, then audio-stop (a reader that waits for audio-stop is not stuck)."""
+    event = await _read(client)
+    assert Error.is_type(event.type), event
+    stop = await _read(client)
+    assert AudioStop.is_type(stop.type), stop
+    return Error.from_event(event)
+
+
 def test_unknown_voice_is_an_error_and_the_connection_keeps_working(tts: TTS) -> None:
     speaker = tts.speakers[0]
 
-    async def scenario() -> tuple[Error, np.ndarray]:
+    async def scenario() -> tuple[Error, Error, np.ndarray]:
         async with serving(tts, max_frames=FRAMES, seed=SEED) as uri, AsyncClient.from_uri(uri) as client:
             await client.write_event(Synthesize("Hi there.", voice=SynthesizeVoice(name="nobody")).event())
-            event = await _read(client)
-            assert Error.is_type(event.type), event
-            error = Error.from_event(event)
+            unknown = await _read_error(client)
+            await client.write_event(Synthesize(" ?! ", voice=SynthesizeVoice(name=speaker)).event())
+            unspeakable = await _read_error(client)
+            await client.write_event(Event("synthesize", {"voice": "not an object"}))  # malformed
+            assert (await _read_error(client)).code == "bad-request"
             await client.write_event(Synthesize("Hi there.", voice=SynthesizeVoice(name=speaker)).event())
-            return error, await _read_audio(client)
+            return unknown, unspeakable, await _read_audio(client)
 
-    error, audio = asyncio.run(scenario())
-    assert error.code == "unknown-voice"
-    assert "nobody" in error.text
+    unknown, unspeakable, audio = asyncio.run(scenario())
+    assert unknown.code == "unknown-voice"
+    assert "nobody" in unknown.text and speaker in unknown.text  # names the voices on offer
+    assert unspeakable.code == "bad-request"
+    assert "nothing to speak" in unspeakable.text
     np.testing.assert_array_equal(audio, _expected(tts, "Hi there.", speaker))
+
+
+def test_a_failed_streaming_session_still_ends_with_synthesize_stopped(tts: TTS) -> None:
+    async def scenario() -> list[Event]:
+        async with serving(tts, max_frames=FRAMES, seed=SEED) as uri, AsyncClient.from_uri(uri) as client:
+            await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="nobody")).event())
+            await client.write_event(SynthesizeChunk("One sentence. Another one. ").event())
+            await client.write_event(SynthesizeStop().event())
+            events = [await _read(client)]
+            while not SynthesizeStopped.is_type(events[-1].type):
+                events.append(await _read(client))
+            # an empty session is an empty audio reply
+            await client.write_event(SynthesizeStart().event())
+            await client.write_event(SynthesizeStop().event())
+            events += [await _read(client) for _ in range(3)]
+            return events
+
+    events = asyncio.run(scenario())
+    # one error for the session (its later sentences are not tried), then the stop Home Assistant waits for
+    assert [e.type for e in events] == [
+        "error",
+        "synthesize-stopped",
+        "audio-start",
+        "audio-stop",
+        "synthesize-stopped",
+    ]
+    assert Error.from_event(events[0]).code == "unknown-voice"
+
+
+def test_voice_language_and_languages_override(tts: TTS) -> None:
+    speaker = tts.speakers[1]
+
+    async def scenario() -> tuple[Info, np.ndarray, Event]:
+        options = {"max_frames": FRAMES, "seed": SEED, "languages_override": ["en-US", "de"]}
+        async with serving(tts, **options) as uri, AsyncClient.from_uri(uri) as client:
+            await client.write_event(Describe().event())
+            info = Info.from_event(await _read(client))
+            # name and language together (wyoming's SynthesizeVoice.to_dict would drop the language)
+            voice = {"name": speaker.upper(), "language": "en-US"}
+            await client.write_event(Event("synthesize", {"text": "Good morning.", "voice": voice}))
+            audio = await _read_audio(client)
+            await client.write_event(Ping("hello").event())
+            return info, audio, await _read(client)
+
+    info, audio, pong = asyncio.run(scenario())
+    assert all(voice.languages == ["en-US", "de"] for voice in info.tts[0].voices)
+    expected = tts.synthesize(
+        "Good morning.", speaker=speaker, language="english", seed=SEED, max_frames=FRAMES
+    )
+    np.testing.assert_array_equal(audio, float_to_pcm16(expected.samples))
+    assert Pong.is_type(pong.type) and Pong.from_event(pong).text == "hello"
 
 
 def test_a_client_leaving_mid_stream_frees_its_slot(tts: TTS) -> None:
@@ -254,9 +346,7 @@ def test_a_full_queue_answers_busy(model_folder: Path) -> None:
             await first.write_event(Synthesize(long_text).event())  # no voice: the first speaker
             assert AudioStart.is_type((await _read(first)).type)
             await second.write_event(Synthesize("Me too.").event())
-            event = await _read(second)
-            assert Error.is_type(event.type), event
-            return Error.from_event(event)
+            return await _read_error(second)
 
     with TTS(LoadedModel(model_folder, threads=1, max_batch=1), max_waiting=0) as small:
         error = asyncio.run(scenario(small))
@@ -273,20 +363,27 @@ def test_base_model_offers_library_voices(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     sf.write(reference, (0.1 * rng.standard_normal(24000 * 4)).astype(np.float32), 24000)
     with TTS(LoadedModel(folder, threads=1, max_batch=2), VoiceLibrary(tmp_path / "voices")) as base:
-        base.voices.save(base.clone(reference, "The words of the reference.", name="alice"))
+        pack = base.clone(reference, "The words of the reference.", name="alice")
+        base.voices.save(replace(pack, description="Alice, calm"))
+        (tmp_path / "voices" / "broken.json").write_text("{not a voice pack")  # listed by name only
 
-        async def scenario() -> tuple[Info, np.ndarray]:
+        async def scenario() -> tuple[Info, Error, np.ndarray]:
             async with (
                 serving(base, max_frames=FRAMES, seed=SEED) as uri,
                 AsyncClient.from_uri(uri) as client,
             ):
                 await client.write_event(Describe().event())
                 info = Info.from_event(await _read(client))
+                await client.write_event(Synthesize("Hello.", voice=SynthesizeVoice("broken")).event())
+                broken = await _read_error(client)
                 await client.write_event(Synthesize("Cloned hello.", voice=SynthesizeVoice("alice")).event())
-                return info, await _read_audio(client)
+                return info, broken, await _read_audio(client)
 
-        info, audio = asyncio.run(scenario())
-        assert [voice.name for voice in info.tts[0].voices] == ["alice"]
+        info, broken, audio = asyncio.run(scenario())
+        voices = info.tts[0].voices
+        assert [voice.name for voice in voices] == ["alice"]  # the damaged pack is not offered
+        assert voices[0].description == "Alice, calm"
+        assert broken.code == "bad-request"
         expected = base.synthesize("Cloned hello.", voice="alice", seed=SEED, max_frames=FRAMES).samples
         np.testing.assert_array_equal(audio, float_to_pcm16(expected))
 
@@ -311,3 +408,144 @@ def test_voice_design_model_offers_one_described_voice(tmp_path: Path) -> None:
         assert description in (voices[0].description or "")
         expected = design.synthesize("Designed hello.", instruct=description, seed=SEED, max_frames=FRAMES)
         np.testing.assert_array_equal(audio, float_to_pcm16(expected.samples))
+
+
+LONG_TEXT = " ".join(f"Sentence number {i} goes on and on with many words in it." for i in range(40))
+
+
+def test_the_server_answers_during_a_synthesis_and_stopping_cancels_it(tts: TTS) -> None:
+    speaker = tts.speakers[0]
+
+    async def scenario() -> tuple[float, float, float]:
+        async with serving(tts, max_frames=100_000, seed=SEED) as uri:
+            busy = AsyncClient.from_uri(uri)
+            await busy.connect()
+            await busy.write_event(Synthesize(LONG_TEXT, voice=SynthesizeVoice(speaker)).event())
+            assert AudioStart.is_type((await _read(busy)).type)
+            # the same connection answers a describe between its audio chunks
+            asked = time.monotonic()
+            await busy.write_event(Describe().event())
+            while not Info.is_type((event := await _read(busy)).type):
+                assert AudioChunk.is_type(event.type), event
+            same = time.monotonic() - asked
+            # and another connection is served at once (the event loop is not blocked by generation)
+            asked = time.monotonic()
+            async with AsyncClient.from_uri(uri) as other:
+                await other.write_event(Describe().event())
+                assert Info.is_type((await _read(other)).type)
+            other_took = time.monotonic() - asked
+            assert tts.stats().sequences_in_flight == 1
+        # leaving `serving` sets stop: the running request is cancelled, not finished
+        left = time.monotonic()
+        while tts.stats().sequences_in_flight and time.monotonic() - left < TIMEOUT:
+            await asyncio.sleep(0.02)
+        with contextlib.suppress(Exception):
+            await busy.disconnect()
+        return same, other_took, time.monotonic() - left
+
+    same, other_took, freed_after = asyncio.run(scenario())
+    assert same < 5.0 and other_took < 2.0
+    assert freed_after < 5.0
+    _wait_idle(tts)
+
+
+class _SlowOpeningTTS:
+    """A stand-in TTS whose stream() takes a while to open (prompt building); records what it opened."""
+
+    kind = "custom_voice"
+    speakers = ["ann"]
+    languages = ["auto", "english"]
+
+    def __init__(self) -> None:
+        self.opened: list[_FakeStream] = []
+        self.entered = threading.Event()
+
+    def stats(self) -> SimpleNamespace:
+        return SimpleNamespace(max_batch=1, max_waiting=1)
+
+    def stream(self, text: str, **options: object) -> _FakeStream:
+        self.entered.set()
+        time.sleep(0.5)
+        stream = _FakeStream()
+        self.opened.append(stream)
+        return stream
+
+
+class _FakeStream:
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    def __iter__(self) -> _FakeStream:
+        return self
+
+    def __next__(self) -> object:
+        if self.cancelled.wait(10):
+            raise StopIteration
+        raise AssertionError("never cancelled")
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def test_a_request_given_up_while_its_stream_opens_is_cancelled_once_open() -> None:
+    fake = _SlowOpeningTTS()
+
+    async def scenario() -> None:
+        async with serving(fake) as uri:  # type: ignore[arg-type]
+            client = AsyncClient.from_uri(uri)
+            await client.connect()
+            await client.write_event(Synthesize("Hello.").event())
+            await asyncio.to_thread(fake.entered.wait, 10)
+            await client.disconnect()  # while stream() still runs in its thread
+            await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    deadline = time.monotonic() + 10
+    while not fake.opened and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(fake.opened) == 1
+    assert fake.opened[0].cancelled.wait(5)  # it would otherwise generate to the end, unheard
+
+
+_STDIO_SERVER = """
+import asyncio, sys
+from qwen3tts_cli.model import LoadedModel
+from qwen3tts_cli.server.wyoming import run_wyoming
+from qwen3tts_cli.tts import TTS
+
+with TTS(LoadedModel(sys.argv[1], threads=1, max_batch=2)) as tts:
+    asyncio.run(run_wyoming(tts, "stdio://", max_frames=int(sys.argv[2]), seed=int(sys.argv[3])))
+"""
+
+
+def test_stdio_answers_what_was_read_then_exits(tts: TTS, model_folder: Path) -> None:
+    speaker = tts.speakers[2]
+    requests = io.BytesIO()
+    for event in (
+        Describe().event(),
+        Synthesize("Over a pipe.", voice=SynthesizeVoice(speaker)).event(),
+        SynthesizeStart(voice=SynthesizeVoice(speaker)).event(),
+        SynthesizeChunk("Piped sentence.").event(),
+        SynthesizeStop().event(),
+    ):
+        write_event(event, requests)
+    command = [sys.executable, "-c", _STDIO_SERVER, str(model_folder), str(FRAMES), str(SEED)]
+    # stdin ends right after the requests: they are still answered, then the server exits by itself
+    done = subprocess.run(command, input=requests.getvalue(), capture_output=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    replies = io.BytesIO(done.stdout)
+    events = []
+    while (event := read_event(replies)) is not None:
+        events.append(event)
+    assert Info.is_type(events[0].type)
+    kinds = [event.type for event in events[1:]]
+    first_stop = kinds.index("audio-stop")
+    assert kinds[0] == "audio-start" and set(kinds[1:first_stop]) == {"audio-chunk"}
+    assert kinds[first_stop + 1] == "audio-start" and kinds[-2:] == ["audio-stop", "synthesize-stopped"]
+
+    def pcm(chunk_events: list[Event]) -> np.ndarray:
+        payload = b"".join(e.payload or b"" for e in chunk_events if AudioChunk.is_type(e.type))
+        return np.frombuffer(payload, dtype="<i2")
+
+    np.testing.assert_array_equal(pcm(events[1 : first_stop + 2]), _expected(tts, "Over a pipe.", speaker))
+    np.testing.assert_array_equal(pcm(events[first_stop + 2 :]), _expected(tts, "Piped sentence.", speaker))
