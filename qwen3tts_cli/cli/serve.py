@@ -206,7 +206,14 @@ async def _run(
 
             tasks.append(
                 asyncio.create_task(
-                    run_wyoming(tts, wyoming, stop=stop, max_frames=settings.max_frames, seed=settings.seed)
+                    run_wyoming(
+                        tts,
+                        wyoming,
+                        stop=stop,
+                        max_frames=settings.max_frames,
+                        seed=settings.seed,
+                        default_voice=settings.default_voice,
+                    )
                 )
             )
             if not quiet:
