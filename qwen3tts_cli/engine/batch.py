@@ -61,6 +61,14 @@ class MultiSequenceModel(Protocol):
         ...
 
 
+def slot_count(talker: MultiSequenceModel, predictor: MultiSequenceModel, cap: int | None) -> int:
+    """Sequence slots both contexts hold, at most `cap`."""
+    slots = min(talker.n_seq_max, predictor.n_seq_max, cap or talker.n_seq_max)
+    if slots < 1:
+        raise ValueError("the batch needs at least one sequence slot")
+    return slots
+
+
 @dataclass
 class _Sequence:
     """One prompt in flight: where it lives, how it picks tokens, and the talker output to pick from."""
@@ -106,9 +114,7 @@ class SequenceBatch:
         self.predictor = predictor
         self.tables = tables
         self.num_code_groups = num_code_groups
-        self.slots = min(talker.n_seq_max, predictor.n_seq_max, max_sequences or talker.n_seq_max)
-        if self.slots < 1:
-            raise ValueError("the batch needs at least one sequence slot")
+        self.slots = slot_count(talker, predictor, max_sequences)
         self.joint_prefill = joint_prefill
         self._free: deque[int] = deque(range(self.slots))
         self._sequences: dict[Hashable, _Sequence] = {}
@@ -298,9 +304,7 @@ class BatchedFrameGenerator:
         self.num_code_groups = num_code_groups
         self.max_sequences = max_sequences
         self.joint_prefill = joint_prefill
-        self.slots = min(talker.n_seq_max, predictor.n_seq_max, max_sequences or talker.n_seq_max)
-        if self.slots < 1:
-            raise ValueError("the batch needs at least one sequence slot")
+        self.slots = slot_count(talker, predictor, max_sequences)
 
     def frames(
         self,

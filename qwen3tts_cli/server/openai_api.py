@@ -92,6 +92,21 @@ def sampling_options(body: dict[str, Any], max_temperature: float, **fields: Any
     return SamplingOptions(temperature=temperature, **fields)
 
 
+def spoken_text(body: dict[str, Any], name: str, limit: int) -> str:
+    """The text field of a synthesis body: a non-empty string of at most `limit` characters."""
+    text = _field(body, name, str)
+    if text is None or not text.strip():
+        raise APIError(400, f"'{name}' must be a non-empty string", param=name, code="empty_input")
+    if len(text) > limit:
+        raise APIError(
+            400,
+            f"'{name}' is {len(text)} characters; this server takes at most {limit}",
+            param=name,
+            code="input_too_long",
+        )
+    return text
+
+
 class SpeechRoutes:
     """The OpenAI routes over one Synthesizer."""
 
@@ -149,17 +164,7 @@ class SpeechRoutes:
                 param="model",
                 code="model_not_found",
             )
-        text = _field(body, "input", str)
-        if text is None or not text.strip():
-            raise APIError(400, "'input' must be a non-empty string", param="input", code="empty_input")
-        if len(text) > self.settings.max_input_chars:
-            raise APIError(
-                400,
-                f"'input' is {len(text)} characters; this server takes at most "
-                f"{self.settings.max_input_chars}",
-                param="input",
-                code="input_too_long",
-            )
+        text = spoken_text(body, "input", self.settings.max_input_chars)
         fmt = _field(body, "response_format", str, "mp3")
         if fmt not in SPEECH_FORMATS:
             raise APIError(

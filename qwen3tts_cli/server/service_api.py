@@ -25,7 +25,14 @@ from qwen3tts_cli.audio import WAV_HEADER_BYTES, wav_header
 from qwen3tts_cli.audio_stream import MEDIA_TYPES, open_stream_encoder
 from qwen3tts_cli.server.errors import APIError
 from qwen3tts_cli.server.metrics import Metrics
-from qwen3tts_cli.server.openai_api import STREAM_HEADERS, SpeechRoutes, _field, _ranged, sampling_options
+from qwen3tts_cli.server.openai_api import (
+    STREAM_HEADERS,
+    SpeechRoutes,
+    _field,
+    _ranged,
+    sampling_options,
+    spoken_text,
+)
 from qwen3tts_cli.server.requests import read_json
 
 FILE_FORMATS = ("wav", "mp3", "ogg")
@@ -104,16 +111,7 @@ class ServiceRoutes:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def _start(self, body: dict[str, Any]) -> Any:
-        text = _field(body, "text", str)
-        if text is None or not text.strip():
-            raise APIError(400, "'text' must be a non-empty string", param="text", code="empty_input")
-        if len(text) > self.settings.max_input_chars:
-            raise APIError(
-                400,
-                f"'text' is {len(text)} characters; at most {self.settings.max_input_chars}",
-                param="text",
-                code="input_too_long",
-            )
+        text = spoken_text(body, "text", self.settings.max_input_chars)
         options = self.speech._voice_options({"voice": _field(body, "voice", str)})
         attributes = self._attributes(_field(body, "voice_attributes", dict))
         if attributes:

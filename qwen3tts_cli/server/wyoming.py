@@ -508,28 +508,6 @@ class WyomingHandler(AsyncEventHandler):
 
 
 # ---- entry points ----------------------------------------------------------------------------------------
-def wyoming_handler_factory(
-    tts: Any,
-    *,
-    languages_override: Sequence[str] | None = None,
-    max_frames: int | None = None,
-    seed: int | None = None,
-    design_description: str = DEFAULT_DESIGN_DESCRIPTION,
-    default_voice: str | None = None,
-) -> WyomingService:
-    """A handler factory for wyoming's AsyncServer (`await server.start(factory)`); `factory.close()` after.
-
-    The options are run_wyoming's."""
-    return WyomingService(
-        tts,
-        languages_override=languages_override,
-        max_frames=max_frames,
-        seed=seed,
-        design_description=design_description,
-        default_voice=default_voice,
-    )
-
-
 async def run_wyoming(
     tts: Any,
     uri: str,
@@ -551,7 +529,7 @@ async def run_wyoming(
     only voice, "design"). `default_voice`: the voice for requests that name none (None: the first offered).
     """
     server = AsyncServer.from_uri(uri)  # ValueError for a scheme other than tcp, unix, stdio
-    service = wyoming_handler_factory(
+    service = WyomingService(
         tts,
         languages_override=languages_override,
         max_frames=max_frames,
@@ -606,5 +584,4 @@ __all__ = [
     "requested_voice",
     "run_wyoming",
     "split_complete",
-    "wyoming_handler_factory",
 ]
