@@ -203,6 +203,16 @@ def as_mono_chunk(chunk: np.ndarray) -> np.ndarray:
     return array
 
 
+def as_chunk(chunk: np.ndarray, channels: int) -> np.ndarray:
+    """Mono: a 1-D array; more channels: (frames, channels), interleaved when written."""
+    if channels == 1:
+        return as_mono_chunk(chunk)
+    array = np.asarray(chunk, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] != channels:
+        raise ValueError(f"audio chunks must be (frames, {channels}) arrays, got shape {array.shape}")
+    return array
+
+
 class AudioSink(Protocol):
     """Where synthesized chunks go: used as `with sink: sink.write(chunk) ...`."""
 
@@ -225,10 +235,17 @@ class AtomicAudioFileWriter:
     the temporary file is removed and an existing target is left untouched.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fmt: str | None = None, sample_rate: int = SAMPLE_RATE):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fmt: str | None = None,
+        sample_rate: int = SAMPLE_RATE,
+        channels: int = 1,
+    ):
         self.path = Path(path)
         self.format = OUTPUT_FORMATS[output_format_for(str(self.path), fmt)]
         self.sample_rate = sample_rate
+        self.channels = channels
         self.frames_written = 0
         self._temp_path: Path | None = None
         self._file: sf.SoundFile | None = None
@@ -243,7 +260,7 @@ class AtomicAudioFileWriter:
                 name,
                 mode="w",
                 samplerate=self.sample_rate,
-                channels=1,
+                channels=self.channels,
                 format=self.format.container,
                 subtype=self.format.subtype,
             )
@@ -255,7 +272,7 @@ class AtomicAudioFileWriter:
     def write(self, chunk: np.ndarray) -> None:
         if self._file is None:
             raise RuntimeError("write() outside of the writer's `with` block")
-        samples = as_mono_chunk(chunk)
+        samples = as_chunk(chunk, self.channels)
         if len(samples) == 0:
             return
         self._file.write(float_to_pcm16(samples) if self.format.pcm16 else np.clip(samples, -1.0, 1.0))
@@ -325,11 +342,14 @@ WAV_HEADER_BYTES = 44
 UNKNOWN_SIZE = 0xFFFFFFFF
 
 
-def wav_header(sample_rate: int = SAMPLE_RATE, data_bytes: int | None = None) -> bytes:
-    """A canonical 16-bit mono PCM WAV header; sizes are 0xFFFFFFFF ("unknown/maximum") when not given."""
+def wav_header(sample_rate: int = SAMPLE_RATE, data_bytes: int | None = None, channels: int = 1) -> bytes:
+    """A canonical 16-bit PCM WAV header; sizes are 0xFFFFFFFF ("unknown/maximum") when not given."""
     riff_size = UNKNOWN_SIZE if data_bytes is None else WAV_HEADER_BYTES - 8 + data_bytes
     data_size = UNKNOWN_SIZE if data_bytes is None else data_bytes
-    fmt_chunk = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    block = 2 * channels
+    fmt_chunk = struct.pack(
+        "<4sIHHIIHH", b"fmt ", 16, 1, channels, sample_rate, sample_rate * block, block, 16
+    )
     return (
         struct.pack("<4sI4s", b"RIFF", riff_size, b"WAVE")
         + fmt_chunk
@@ -346,24 +366,25 @@ class PipeAudioWriter:
     file, not in append mode) the real sizes are patched in at the end.
     """
 
-    def __init__(self, stream: BinaryIO, fmt: str = "wav", sample_rate: int = SAMPLE_RATE):
+    def __init__(self, stream: BinaryIO, fmt: str = "wav", sample_rate: int = SAMPLE_RATE, channels: int = 1):
         if fmt not in PIPE_FORMATS:
             raise Qwen3TTSError(f"cannot stream '{fmt}' to a pipe", f"use one of: {', '.join(PIPE_FORMATS)}")
         _refuse_terminal(stream)
         self.stream = stream
         self.format = fmt
         self.sample_rate = sample_rate
+        self.channels = channels
         self.frames_written = 0
         self._header_offset: int | None = None
 
     def __enter__(self) -> PipeAudioWriter:
         if self.format == "wav":
             self._header_offset = _patchable_offset(self.stream)
-            self.stream.write(wav_header(self.sample_rate))
+            self.stream.write(wav_header(self.sample_rate, channels=self.channels))
         return self
 
     def write(self, chunk: np.ndarray) -> None:
-        samples = as_mono_chunk(chunk)
+        samples = as_chunk(chunk, self.channels)
         if len(samples) == 0:
             return
         self.stream.write(float_to_pcm16(samples).astype("<i2").tobytes())
@@ -381,7 +402,9 @@ class PipeAudioWriter:
     def _patch_sizes(self, offset: int) -> None:
         end = self.stream.tell()
         self.stream.seek(offset)
-        self.stream.write(wav_header(self.sample_rate, self.frames_written * 2))
+        self.stream.write(
+            wav_header(self.sample_rate, self.frames_written * 2 * self.channels, self.channels)
+        )
         self.stream.seek(end)
 
 
@@ -418,7 +441,9 @@ def _is_append_mode(stream: BinaryIO) -> bool:
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
 
 
-def open_output(target: str, fmt: str | None = None, stdout: BinaryIO | None = None) -> AudioSink:
+def open_output(
+    target: str, fmt: str | None = None, stdout: BinaryIO | None = None, channels: int = 1
+) -> AudioSink:
     """The sink for `-o TARGET [--format FMT]`: an atomic file writer, or a pipe writer for '-'."""
     chosen = output_format_for(target, fmt)
     if target == STDOUT_TARGET:
@@ -426,13 +451,13 @@ def open_output(target: str, fmt: str | None = None, stdout: BinaryIO | None = N
             import sys
 
             stdout = sys.stdout.buffer
-        return PipeAudioWriter(stdout, chosen)
-    return AtomicAudioFileWriter(target, chosen)
+        return PipeAudioWriter(stdout, chosen, channels=channels)
+    return AtomicAudioFileWriter(target, chosen, channels=channels)
 
 
-def write_audio(target: str, chunks: Iterable[np.ndarray], fmt: str | None = None) -> int:
-    """Write every chunk to `target` (file path or '-'); returns the number of samples written."""
-    sink = open_output(target, fmt)
+def write_audio(target: str, chunks: Iterable[np.ndarray], fmt: str | None = None, channels: int = 1) -> int:
+    """Write every chunk to `target` (file path or '-'); returns the number of frames written."""
+    sink = open_output(target, fmt, channels=channels)
     count = 0
     with sink:
         for chunk in chunks:

@@ -18,7 +18,7 @@ MODE_DESIGN = "design"  # a voice described in words (VoiceDesign)
 MODE_CLONE = "clone"  # a voice copied from reference audio (Base)
 MODES = (MODE_PRESETS, MODE_DESIGN, MODE_CLONE)
 
-_KIND_OF_MODE = {
+KIND_FOR_MODE = {  # the model kind each mode needs
     MODE_PRESETS: spec.KIND_CUSTOM_VOICE,
     MODE_DESIGN: spec.KIND_VOICE_DESIGN,
     MODE_CLONE: spec.KIND_BASE,

@@ -26,6 +26,7 @@ import typer
 from qwen3tts_cli import __version__
 from qwen3tts_cli.cli.clone import clone
 from qwen3tts_cli.cli.common import UsageProblem, error_line, show_warnings_as_lines
+from qwen3tts_cli.cli.dialogue import dialogue
 from qwen3tts_cli.cli.doctor import doctor
 from qwen3tts_cli.cli.manage import convert, languages, models_app, speakers, voices_app
 from qwen3tts_cli.cli.say import say
@@ -70,6 +71,7 @@ def _main_options(
 
 app.command("say")(say)
 app.command("clone")(clone)
+app.command("dialogue")(dialogue)
 app.add_typer(voices_app, name="voices")
 app.add_typer(models_app, name="models")
 app.command("speakers")(speakers)
