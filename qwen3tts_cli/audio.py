@@ -68,6 +68,7 @@ class ReferenceAudio:
     # of the file's bytes, so a voice pack can name the recording it came from; None for audio that never
     # was a file (a designed sample)
     sha256: str | None
+    segment: tuple[float, float] | None = None  # (start, end) seconds of the file it was cut to, if any
 
     @property
     def seconds(self) -> float:
@@ -85,11 +86,12 @@ def load_reference_audio(
     """
     file = Path(path)
     data, rate = _read_audio_file(file)
-    label = file.name
+    label, segment = file.name, None
     if start is not None or end is not None:
         duration = len(data) / rate
         data = cut_segment(data, rate, start, end, file)
-        label = f"{file.name} [{start or 0:g}-{duration if end is None else end:g} s]"
+        segment = (float(start or 0.0), float(duration if end is None else end))
+        label = f"{file.name} [{segment[0]:g}-{segment[1]:g} s]"
     channels = data.shape[1]
     if channels > 1:
         warn(f"{label}: {channels} channels, mixed down to mono (channel average)")
@@ -106,6 +108,7 @@ def load_reference_audio(
         source_sample_rate=rate,
         source_channels=channels,
         sha256=hashlib.sha256(file.read_bytes()).hexdigest(),
+        segment=segment,
     )
 
 

@@ -423,17 +423,18 @@ class TTS:
         Without a transcript the pack is x-vector only (speaker embedding alone), as the official
         `x_vector_only_mode`; a warning says so because ICL clones are closer to the reference.
         `start`/`end` (seconds) clone from that segment of a recording file only (`load_reference_audio`
-        cuts it); the pack's provenance records the segment, since its audio_sha256 names the whole file.
+        cuts it); the pack's provenance records a segment, since its audio_sha256 names the whole file.
         """
         if self.kind != spec.KIND_BASE:
             raise Qwen3TTSError(
                 f"this {self.kind} model cannot clone voices", "use a Base model (e.g. --model 0.6b-base)"
             )
         self._check_language(language)
-        segment = start is not None or end is not None
         if isinstance(reference, audio_io.ReferenceAudio):
-            if segment:
-                raise ValueError("start/end cut a recording file; pass its path, or cut the samples yourself")
+            if start is not None or end is not None:
+                raise ValueError(
+                    "start/end cut a recording file: pass its path, or load_reference_audio(path, start, end)"
+                )
             ref = reference
         else:
             ref = audio_io.load_reference_audio(reference, start=start, end=end)
@@ -453,7 +454,7 @@ class TTS:
             reference_language=language.lower(),
             audio_sha256=ref.sha256,
             description=description,
-            provenance={"method": "clone", "start": start or 0.0, "end": end} if segment else None,
+            provenance=None if ref.segment is None else {"method": "clone", "segment": list(ref.segment)},
         )
 
 
