@@ -228,7 +228,7 @@ def _normalized_provenance(value: Any, source: str) -> dict[str, Any] | None:
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise _fail(source, "provenance must be a JSON object with string keys or null")
     try:
-        text = json.dumps(dict(value), ensure_ascii=False, allow_nan=False, sort_keys=True)
+        text = json.dumps(dict(value), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise _fail(source, f"provenance is not plain JSON ({exc})") from None
     if len(text.encode("utf-8")) > MAX_PROVENANCE_BYTES:

@@ -269,6 +269,21 @@ def test_clone_usage_errors_exit_2(
     assert "Traceback" not in err and not (tmp_path / "voices").exists()
 
 
+def test_clone_design_checks_language_and_sample_path_before_any_model(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QWEN3TTS_CACHE", str(tmp_path / "empty-cache"))  # a model lookup would fail
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for args, fragment in (
+        (["--language", "klingon"], "unknown language 'klingon'"),
+        (["--keep-sample", tmp_path / "no" / "s.wav"], "output folder does not exist"),
+    ):
+        code = cli.run(["clone", "--design", DESCRIPTION, "--name", "n", *map(str, args)])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("error: ") and fragment in err, err
+    assert not (tmp_path / "empty-cache").exists()
+
+
 # ---- cloning from a segment --------------------------------------------------------------------------------
 def test_a_cut_equals_cloning_the_pre_cut_file(base: TTS, tmp_path: Path) -> None:
     data = speech_like(6.0)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from qwen3tts_cli import catalog
+from qwen3tts_cli import catalog, spec
 from qwen3tts_cli.cli.common import (
     JsonOption,
     ModelDirOption,
@@ -95,7 +95,8 @@ def clone(
 ) -> None:
     """Clone a voice from a recording, or design one (--design), and save it in the voice library.
 
-    Use it with `say --voice NAME` (a Base model speaks it)."""
+    --model/--model-dir name the Base model that clones (with --design: by default the Base model of the
+    VoiceDesign model's size). Use the voice with `say --voice NAME`."""
     from qwen3tts_cli.voices import VoiceLibrary, validate_name
 
     _check_usage(reference, design, name, x_vector_only, start, end, design_model, seed, keep_sample)
@@ -206,12 +207,15 @@ def _design_then_keep(
     from qwen3tts_cli import audio as audio_io
     from qwen3tts_cli.design_voice import design_sample, keep_designed_voice, model_facts
 
+    languages = ("auto", *spec.LANGUAGE_IDS)  # every released model's; checked before any download
+    if language.lower() not in languages:
+        raise Qwen3TTSError(f"unknown language {language!r}", f"use one of: {', '.join(languages)}")
     writer = audio_io.AtomicAudioFileWriter(keep_sample) if keep_sample is not None else None  # checks now
     designer = _resolve(design_model or catalog.default_model(catalog.MODE_DESIGN).name, quant, quiet)
     if not designer.capabilities.design:
         raise Qwen3TTSError(
             f"--design-model {design_model} is a {designer.manifest.kind} model, not a VoiceDesign one",
-            "use --design-model 1.7b-design (or leave it out)",
+            "use --design-model 1.7b-design, or leave it out",
         )
     cloner = _resolve(base_model or _base_for(designer), quant, quiet)
     if not cloner.capabilities.clone:
@@ -245,8 +249,6 @@ def _resolve(model: str | Path, quant: str | None, quiet: bool) -> ResolvedModel
 
 def _base_for(designer: ResolvedModel) -> str:
     """The catalog Base model of the VoiceDesign model's size (1.7b-design -> 1.7b-base)."""
-    from qwen3tts_cli import spec
-
     size = designer.manifest.size_tag
     entry = catalog.model_of_kind(spec.KIND_BASE, size)
     if entry is None:
