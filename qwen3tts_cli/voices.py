@@ -22,8 +22,9 @@ Optional key (absent when unset, so packs without it keep their exact bytes and 
 
     provenance           how the voice was made, a JSON object of at most MAX_PROVENANCE_BYTES, e.g. a
                          designed voice: {"method": "design", "description", "sample_text", "language",
-                         "seed", "design_model", "base_model", "tool_version"}; metadata, outside the
-                         payload checksum (it does not change the generated audio)
+                         "seed", "design_model", "base_model", "tool_version"}, or a clone of part of
+                         a recording: {"method": "clone", "segment": [start, end]} (seconds); metadata,
+                         outside the payload checksum (it does not change the generated audio)
 
 The embedding is stored as base64 of little-endian float32 bytes, not a list of decimals: the bytes are the
 exact values the encoder produced, independent of any JSON parser's float handling, 4x smaller than a

@@ -19,7 +19,7 @@ import soundfile as sf
 from starlette.testclient import TestClient
 from test_cli import assert_clean_error, cli_env, run_cli
 
-from qwen3tts_cli import audio, cli, spec
+from qwen3tts_cli import audio, catalog, cli, spec
 from qwen3tts_cli.audio import Qwen3TTSWarning, load_reference_audio
 from qwen3tts_cli.convert.converter import convert_checkpoint
 from qwen3tts_cli.design_voice import (
@@ -188,6 +188,12 @@ def test_sample_text_language_and_model_checks(designer: TTS, base: TTS) -> None
         design_sample(designer, DESCRIPTION, text=" ")
     random_seed = _quiet_design(designer)
     assert isinstance(random_seed.seed, int) and 0 <= random_seed.seed < 2**31
+
+
+def test_the_base_model_for_a_design_model_is_the_one_of_its_size() -> None:
+    design = catalog.default_model(catalog.MODE_DESIGN)
+    assert catalog.model_of_kind(spec.KIND_BASE, design.size_tag) == catalog.get("1.7b-base")
+    assert catalog.model_of_kind(spec.KIND_BASE, "tiny") is None  # then --model/--model-dir is asked for
 
 
 # ---- the CLI -----------------------------------------------------------------------------------------------
