@@ -46,8 +46,16 @@ MIN_REFERENCE_SECONDS = 3.0  # shorter: the speaker embedding and ICL prompt car
 MAX_REFERENCE_SECONDS = 20.0  # longer: slow to encode, long ICL prompt, no better clone
 # Beyond this the codec encoder's attention would need gigabytes; refuse instead of truncating silently.
 HARD_MAX_REFERENCE_SECONDS = 300.0
+MIN_SEGMENT_SECONDS = 1.0  # a cut (start/end) shorter than this holds too little voice to clone from
 LOW_SAMPLE_RATE = 16_000  # below this the reference lacks the high band the codec reproduces
 SILENCE_PEAK = 1e-4  # about -80 dBFS: nothing but dither
+# Clipping rule: a recording is called clipped when at least CLIP_SHARE of its samples (every channel, before
+# the downmix) sit at or near full scale, |x| >= CLIP_LEVEL. Clean speech touches full scale at most at a
+# few peak samples (a peak-normalized file: a handful in millions), while a recording driven into the
+# limit flattens whole waveform tops there, i.e. many samples. 0.999 is 32735/32768 in 16-bit PCM, so
+# int16 and float files are judged alike. Clipping that was turned down afterwards is not detected.
+CLIP_LEVEL = 0.999
+CLIP_SHARE = 0.001
 
 
 @dataclass(frozen=True)
@@ -57,25 +65,42 @@ class ReferenceAudio:
     samples: np.ndarray
     source_sample_rate: int
     source_channels: int
-    sha256: str  # of the file's bytes, so a voice pack can name the recording it came from
+    # of the file's bytes, so a voice pack can name the recording it came from; None for audio that never
+    # was a file (a designed sample)
+    sha256: str | None
+    segment: tuple[float, float] | None = None  # (start, end) seconds of the file it was cut to, if any
 
     @property
     def seconds(self) -> float:
         return len(self.samples) / SAMPLE_RATE
 
 
-def load_reference_audio(path: str | os.PathLike[str]) -> ReferenceAudio:
-    """Read any file soundfile can decode, downmix, resample to 24 kHz, and check it is usable."""
+def load_reference_audio(
+    path: str | os.PathLike[str], start: float | None = None, end: float | None = None
+) -> ReferenceAudio:
+    """Read any file soundfile can decode, downmix, resample to 24 kHz, and check it is usable.
+
+    `start`/`end` (seconds) keep only that part of the recording. The cut is made on the decoded samples
+    at the file's own rate, before downmixing and resampling, so it gives exactly what a file cut to that
+    segment would give; the checks and warnings then judge the segment.
+    """
     file = Path(path)
     data, rate = _read_audio_file(file)
+    label, segment = file.name, None
+    if start is not None or end is not None:
+        duration = len(data) / rate
+        data = cut_segment(data, rate, start, end, file)
+        segment = (float(start or 0.0), float(duration if end is None else end))
+        label = f"{file.name} [{segment[0]:g}-{segment[1]:g} s]"
     channels = data.shape[1]
     if channels > 1:
-        warn(f"{file.name}: {channels} channels, mixed down to mono (channel average)")
+        warn(f"{label}: {channels} channels, mixed down to mono (channel average)")
     mono = downmix(data)
     _check_reference_content(file, mono, rate)
+    reference_warnings(label, data, rate)
     if rate < LOW_SAMPLE_RATE:
         warn(
-            f"{file.name}: sampled at {rate} Hz; it is resampled to {SAMPLE_RATE} Hz but the missing high "
+            f"{label}: sampled at {rate} Hz; it is resampled to {SAMPLE_RATE} Hz but the missing high "
             "frequencies make the clone sound muffled (use a recording of 16 kHz or more if you have one)"
         )
     return ReferenceAudio(
@@ -83,7 +108,40 @@ def load_reference_audio(path: str | os.PathLike[str]) -> ReferenceAudio:
         source_sample_rate=rate,
         source_channels=channels,
         sha256=hashlib.sha256(file.read_bytes()).hexdigest(),
+        segment=segment,
     )
+
+
+def cut_segment(
+    data: np.ndarray, rate: int, start: float | None, end: float | None, file: str | os.PathLike[str]
+) -> np.ndarray:
+    """Samples from `start` to `end` seconds (either may be None: the file's beginning or end).
+
+    Times are rounded to the nearest sample. Refuses a segment that is empty, reversed, outside the
+    recording or shorter than MIN_SEGMENT_SECONDS, naming the recording's length.
+    """
+    duration = len(data) / rate
+    hint = f"pick start < end within 0-{duration:.2f} s"
+    for label, value in (("start", start), ("end", end)):
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise Qwen3TTSError(f"segment {label} must be a number of seconds >= 0 (got {value!r})", hint)
+    first = 0 if start is None else round(start * rate)
+    last = len(data) if end is None else round(end * rate)
+    if start is not None and end is not None and start >= end:
+        raise Qwen3TTSError(f"segment start {start:g} s is not before its end {end:g} s", hint)
+    if first >= len(data):
+        raise Qwen3TTSError(
+            f"segment start {start:g} s is past the end of {file} ({duration:.2f} s long)", hint
+        )
+    if last > len(data):
+        raise Qwen3TTSError(f"segment end {end:g} s is past the end of {file} ({duration:.2f} s long)", hint)
+    if (last - first) / rate < MIN_SEGMENT_SECONDS:
+        raise Qwen3TTSError(
+            f"the segment of {file} is {(last - first) / rate:.2f} s; at least {MIN_SEGMENT_SECONDS:g} s "
+            "is needed to clone from",
+            "widen the segment (3-20 s of clear speech is best)",
+        )
+    return data[first:last]
 
 
 def _read_audio_file(file: Path) -> tuple[np.ndarray, int]:
@@ -117,15 +175,35 @@ def _check_reference_content(file: Path, mono: np.ndarray, rate: int) -> None:
     if seconds > HARD_MAX_REFERENCE_SECONDS:
         raise Qwen3TTSError(
             f"reference audio is {seconds:.0f} s long (limit {HARD_MAX_REFERENCE_SECONDS:.0f} s): {file}",
-            f"cut a clean 5-{MAX_REFERENCE_SECONDS:.0f} s excerpt of the speaker",
+            f"cut a clean 5-{MAX_REFERENCE_SECONDS:.0f} s excerpt of the speaker (e.g. --start/--end)",
         )
+
+
+def reference_warnings(label: str, data: np.ndarray, rate: int) -> None:
+    """Warn about a usable but poor reference: too short, needlessly long, or clipped.
+
+    `data` is (frames,) or (frames, channels) at `rate`; `label` names it in the messages.
+    """
+    seconds = len(data) / rate
     if seconds < MIN_REFERENCE_SECONDS:
-        warn(f"{file.name}: only {seconds:.1f} s of audio; 3-20 s of clear speech clones a voice much better")
+        warn(f"{label}: only {seconds:.1f} s of audio; 3-20 s of clear speech clones a voice much better")
     elif seconds > MAX_REFERENCE_SECONDS:
         warn(
-            f"{file.name}: {seconds:.0f} s of audio; all of it is used, but more than "
+            f"{label}: {seconds:.0f} s of audio; all of it is used, but more than "
             f"{MAX_REFERENCE_SECONDS:.0f} s only slows cloning down (a 5-20 s excerpt is enough)"
         )
+    share = clipped_share(data)
+    if share >= CLIP_SHARE:
+        warn(
+            f"{label}: clipped ({share:.1%} of the samples at full scale); the clone copies the distortion "
+            "(record with a lower input level, or pick a part without it)"
+        )
+
+
+def clipped_share(data: np.ndarray) -> float:
+    """The share of samples (all channels) at or near full scale, |x| >= CLIP_LEVEL."""
+    values = np.asarray(data)
+    return float(np.count_nonzero(np.abs(values) >= CLIP_LEVEL)) / max(1, values.size)
 
 
 def downmix(data: np.ndarray) -> np.ndarray:

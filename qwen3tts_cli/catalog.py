@@ -183,6 +183,14 @@ def models_for(mode: str) -> list[ModelEntry]:
     return [entry for entry in CATALOG.values() if entry.capabilities.supports(mode)]
 
 
+def model_of_kind(kind: str, size_tag: str) -> ModelEntry | None:
+    """The catalog model of `kind` and size `size_tag` (e.g. the Base model matching a VoiceDesign one)."""
+    for entry in CATALOG.values():
+        if entry.kind == kind and entry.size_tag == size_tag:
+            return entry
+    return None
+
+
 def check_quant(quant: str) -> str:
     if quant not in QUANTS:
         raise Qwen3TTSError(f"unknown quantization {quant!r}", f"use one of {', '.join(QUANTS)}")

@@ -415,22 +415,29 @@ class TTS:
         language: str = "auto",
         x_vector_only: bool = False,
         description: str = "",
+        start: float | None = None,
+        end: float | None = None,
     ) -> VoicePack:
         """A voice pack from reference audio: speaker embedding, plus reference codes + transcript (ICL).
 
         Without a transcript the pack is x-vector only (speaker embedding alone), as the official
         `x_vector_only_mode`; a warning says so because ICL clones are closer to the reference.
+        `start`/`end` (seconds) clone from that segment of a recording file only (`load_reference_audio`
+        cuts it); the pack's provenance records a segment, since its audio_sha256 names the whole file.
         """
         if self.kind != spec.KIND_BASE:
             raise Qwen3TTSError(
                 f"this {self.kind} model cannot clone voices", "use a Base model (e.g. --model 0.6b-base)"
             )
         self._check_language(language)
-        ref = (
-            reference
-            if isinstance(reference, audio_io.ReferenceAudio)
-            else audio_io.load_reference_audio(reference)
-        )
+        if isinstance(reference, audio_io.ReferenceAudio):
+            if start is not None or end is not None:
+                raise ValueError(
+                    "start/end cut a recording file: pass its path, or load_reference_audio(path, start, end)"
+                )
+            ref = reference
+        else:
+            ref = audio_io.load_reference_audio(reference, start=start, end=end)
         transcript = (transcript or "").strip() or None
         if transcript is None and not x_vector_only:
             audio_io.warn("no transcript given: cloning from the speaker embedding only (x-vector mode)")
@@ -447,6 +454,7 @@ class TTS:
             reference_language=language.lower(),
             audio_sha256=ref.sha256,
             description=description,
+            provenance=None if ref.segment is None else {"method": "clone", "segment": list(ref.segment)},
         )
 
 

@@ -18,6 +18,14 @@ Schema (version 1), a JSON object with exactly these keys:
     tool_version         qwen3tts version that wrote it
     payload_sha256       sha256 of the canonical JSON of every field that changes the generated audio
 
+Optional key (absent when unset, so packs without it keep their exact bytes and checksum):
+
+    provenance           how the voice was made, a JSON object of at most MAX_PROVENANCE_BYTES, e.g. a
+                         designed voice: {"method": "design", "description", "sample_text", "language",
+                         "seed", "design_model", "base_model", "tool_version"}, or a clone of part of
+                         a recording: {"method": "clone", "segment": [start, end]} (seconds); metadata,
+                         outside the payload checksum (it does not change the generated audio)
+
 The embedding is stored as base64 of little-endian float32 bytes, not a list of decimals: the bytes are the
 exact values the encoder produced, independent of any JSON parser's float handling, 4x smaller than a
 decimal list, and the sha256 is computed over exactly those bytes, so a loaded pack reproduces the same
@@ -38,7 +46,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,6 +97,8 @@ _PAYLOAD_KEYS = (
     "reference_language",
     "sample_rate",
 )
+_OPTIONAL_KEYS = ("provenance",)
+MAX_PROVENANCE_BYTES = 16 * 1024  # a recipe, not a payload: a long description fits many times over
 _NAME = re.compile(r"^[^\W_][\w.\- ]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -116,8 +126,11 @@ class VoicePack:
     model_family: str = MODEL_FAMILY
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     tool_version: str = __version__
+    provenance: Mapping[str, Any] | None = None  # how it was made (see the module docstring)
 
     def __post_init__(self) -> None:
+        provenance = _normalized_provenance(self.provenance, f"voice '{self.name}'")
+        object.__setattr__(self, "provenance", provenance)
         object.__setattr__(self, "speaker_embedding", np.asarray(self.speaker_embedding, dtype="<f4"))
         if self.reference_codes is not None:
             object.__setattr__(self, "reference_codes", np.asarray(self.reference_codes, dtype=np.int64))
@@ -209,6 +222,21 @@ def _validate_reference(pack: VoicePack, source: str) -> None:
         raise _fail(source, "an icl pack needs the reference text (the transcript of the reference audio)")
 
 
+def _normalized_provenance(value: Any, source: str) -> dict[str, Any] | None:
+    """A JSON-clean copy (string keys, no NaN), at most MAX_PROVENANCE_BYTES; anything else is refused."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise _fail(source, "provenance must be a JSON object with string keys or null")
+    try:
+        text = json.dumps(dict(value), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise _fail(source, f"provenance is not plain JSON ({exc})") from None
+    if len(text.encode("utf-8")) > MAX_PROVENANCE_BYTES:
+        raise _fail(source, f"provenance is larger than {MAX_PROVENANCE_BYTES // 1024} KB")
+    return json.loads(text)
+
+
 def validate_name(name: str) -> str:
     """Voice names become file names: letters, digits, '.', '-', '_', spaces; no path separators."""
     if not isinstance(name, str) or not _NAME.match(name) or name.endswith((".", " ")):
@@ -267,6 +295,8 @@ def pack_to_document(pack: VoicePack) -> dict[str, Any]:
         "created": pack.created,
         "tool_version": pack.tool_version,
     }
+    if pack.provenance is not None:
+        document["provenance"] = dict(pack.provenance)
     document["payload_sha256"] = _payload_checksum(document)
     return document
 
@@ -299,7 +329,7 @@ def pack_from_document(document: Any, source: str = "") -> VoicePack:
         raise _fail(source, f'not a qwen3tts voice pack (missing "format": "{PACK_FORMAT}")')
     _check_schema_version(document.get("schema_version"), source)
     missing = [key for key in _KEYS if key not in document]
-    unknown = sorted(set(document) - set(_KEYS))
+    unknown = sorted(set(document) - set(_KEYS) - set(_OPTIONAL_KEYS))
     if missing or unknown:
         raise _fail(source, f"missing keys {missing}, unknown keys {unknown}")
     if document["payload_sha256"] != _payload_checksum(document):
@@ -318,6 +348,7 @@ def pack_from_document(document: Any, source: str = "") -> VoicePack:
         model_family=_expect(document, "model_family", str, source),
         created=_expect(document, "created", str, source),
         tool_version=_expect(document, "tool_version", str, source),
+        provenance=_normalized_provenance(document.get("provenance"), source),
     )
 
 

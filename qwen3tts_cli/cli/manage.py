@@ -76,6 +76,7 @@ def _pack_facts(pack: Any) -> dict[str, Any]:
         "created": pack.created,
         "tool_version": pack.tool_version,
         "audio_sha256": pack.audio_sha256,
+        "provenance": pack.provenance,  # how it was made (e.g. designed: description, seed, models)
     }
 
 
@@ -117,6 +118,12 @@ def voices_show(
         print_json(facts)
         return
     for key, value in facts.items():
+        if isinstance(value, dict):  # provenance: one indented line per entry
+            print(f"{key}:")
+            for inner, item in value.items():
+                shown = item if isinstance(item, str | int | float) else json.dumps(item, ensure_ascii=False)
+                print(f"  {inner + ':':18} {shown}")
+            continue
         print(f"{key + ':':20} {'' if value is None else value}")
 
 

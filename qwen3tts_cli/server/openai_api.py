@@ -339,13 +339,16 @@ class SpeechRoutes:
         language = form.get("language") or "auto"
         if not isinstance(language, str) or language.lower() not in self.tts.languages:
             raise APIError(400, f"unknown language '{language}'", param="language")
+        start, end = _seconds_field(form, "start"), _seconds_field(form, "end")  # optional segment
         data = await sample.read()
         if len(data) > self.settings.max_upload_bytes:
             raise _too_big(self.settings.max_upload_bytes)
         if name in self.tts.voices.names():
             raise APIError(409, f"a voice named '{name}' exists already; delete it first", param="name")
         pack = await anyio.to_thread.run_sync(
-            lambda: self._clone(data, name, ref_text if isinstance(ref_text, str) else None, language),
+            lambda: self._clone(
+                data, name, ref_text if isinstance(ref_text, str) else None, language, start, end
+            ),
             limiter=self.synth.limiter,
         )
         return JSONResponse(
@@ -361,13 +364,21 @@ class SpeechRoutes:
             status_code=201,
         )
 
-    def _clone(self, data: bytes, name: str, ref_text: str | None, language: str) -> Any:
-        """Decode the upload from a private temporary file, clone, and save atomically into the library."""
+    def _clone(
+        self,
+        data: bytes,
+        name: str,
+        ref_text: str | None,
+        language: str,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> Any:
+        """Decode the upload from a private temporary file (cut to start/end), clone, save atomically."""
         with tempfile.TemporaryDirectory(prefix="qwen3tts-upload-") as folder:
             path = Path(folder) / "sample"
             path.write_bytes(data)
             try:
-                reference = audio_io.load_reference_audio(path)
+                reference = audio_io.load_reference_audio(path, start=start, end=end)
                 if reference.seconds < UPLOAD_MIN_SECONDS:
                     raise APIError(
                         400,
@@ -409,6 +420,20 @@ class SpeechRoutes:
         except Qwen3TTSError as exc:
             raise APIError(404, exc.message, code="voice_not_found") from None
         return JSONResponse({"id": voice_id, "object": "audio.voice.deleted", "deleted": True})
+
+
+def _seconds_field(form: Any, key: str) -> float | None:
+    """An optional form field holding seconds (the upload's segment start/end)."""
+    value = form.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        seconds = float(value) if isinstance(value, str) else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise APIError(400, f"'{key}' must be a number of seconds >= 0 (got {str(value)[:40]!r})", param=key)
+    return seconds
 
 
 def _too_big(limit: int) -> APIError:
