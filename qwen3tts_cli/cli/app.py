@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from qwen3tts_cli import __version__
+from qwen3tts_cli.cli.batch import batch
 from qwen3tts_cli.cli.clone import clone
 from qwen3tts_cli.cli.common import UsageProblem, error_line, show_warnings_as_lines
 from qwen3tts_cli.cli.dialogue import dialogue
@@ -72,6 +73,7 @@ def _main_options(
 app.command("say")(say)
 app.command("clone")(clone)
 app.command("dialogue")(dialogue)
+app.command("batch")(batch)
 app.add_typer(voices_app, name="voices")
 app.add_typer(models_app, name="models")
 app.command("speakers")(speakers)
