@@ -329,6 +329,7 @@ class _Runner:
                 sampling=self.settings.sampling,
                 max_frames=self.settings.max_frames,
                 batch=self.settings.batch,
+                equal_loudness=_has_module("qwen3tts_cli.shaping"),  # as `dialogue` does, once it can
             )
             result = render_dialogue(script, cast, loaded, settings)
         except Exception as exc:  # noqa: BLE001 - any problem of one line fails that line only
@@ -385,20 +386,18 @@ def _inside(folder: Path, output: str) -> Path:
     return target
 
 
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 def _check_shaping(item: ListLine) -> None:
     """Speed and lexicon need modules that may not be installed yet: a per-line failure, said clearly."""
-    if item.speed is not None and item.speed != 1.0:
-        try:
-            import qwen3tts_cli.shaping  # noqa: F401
-        except ImportError:
-            raise Qwen3TTSError("speed is not supported by this version", "drop the line's speed") from None
-    if item.lexicon is not None:
-        try:
-            import qwen3tts_cli.lexicon  # noqa: F401
-        except ImportError:
-            raise Qwen3TTSError(
-                "lexicon is not supported by this version", "drop the line's lexicon"
-            ) from None
+    if item.speed is not None and item.speed != 1.0 and not _has_module("qwen3tts_cli.shaping"):
+        raise Qwen3TTSError("speed is not supported by this version", "drop the line's speed")
+    if item.lexicon is not None and not _has_module("qwen3tts_cli.lexicon"):
+        raise Qwen3TTSError("lexicon is not supported by this version", "drop the line's lexicon")
 
 
 def _shaped(samples: np.ndarray, item: ListLine) -> np.ndarray:

@@ -251,17 +251,27 @@ def _tsv_line(number: int, text: str, base: Path) -> ListLine:
     columns = text.split("\t")
     name = _name(columns[0]) if columns else ""
     if len(columns) == 2:
-        return ListLine(number, name, _text(columns[1], name), form=SHORT)
+        return ListLine(number, name, format="", text=_text(columns[1], name), form=SHORT)
     if len(columns) == 4:
         transcript, wav, spoken = columns[1].strip(), _path(columns[2], base, name), _text(columns[3], name)
         if not transcript:
             raise _Bad("the prompt transcription is empty", name)
         if _MARKER.search(transcript):
             _dialogue_text(spoken, name, limit=None)
-            return ListLine(number, name, spoken, form=MERGED, prompt_wavs=(wav,), prompt_texts=(transcript,))
+            return ListLine(
+                number,
+                name,
+                format="",
+                text=spoken,
+                form=MERGED,
+                prompt_wavs=(wav,),
+                prompt_texts=(transcript,),
+            )
         if _MARKER.search(spoken):
             raise _Bad("the text has [S1]/[S2] markers but the prompt transcription has none", name)
-        return ListLine(number, name, spoken, form=ZIPVOICE, ref_audio=wav, ref_text=transcript)
+        return ListLine(
+            number, name, format="", text=spoken, form=ZIPVOICE, ref_audio=wav, ref_text=transcript
+        )
     if len(columns) == 6:
         texts = (columns[1].strip(), columns[2].strip())
         if not all(texts):
@@ -269,7 +279,9 @@ def _tsv_line(number: int, text: str, base: Path) -> ListLine:
         wavs = (_path(columns[3], base, name), _path(columns[4], base, name))
         spoken = _text(columns[5], name)
         _dialogue_text(spoken, name, limit=2)
-        return ListLine(number, name, spoken, form=SPLIT, prompt_wavs=wavs, prompt_texts=texts)
+        return ListLine(
+            number, name, format="", text=spoken, form=SPLIT, prompt_wavs=wavs, prompt_texts=texts
+        )
     raise _Bad(f"{len(columns)} column(s); {_COLUMNS_HINT}", name or None)
 
 

@@ -1,0 +1,307 @@
+"""`qwen3tts batch` on tiny fixture models: outputs equal `say`, resume, kills, bad lines, dry runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_cli import cli_env, read_pcm16, run_cli
+from test_cli import converted as converted  # noqa: F401  (the session fixture, shared)
+
+from qwen3tts_cli import spec
+from qwen3tts_cli.longform.batch import BatchSettings, run_batch
+from qwen3tts_cli.longform.lists import read_list
+from qwen3tts_cli.longform.manifest import MANIFEST_NAME
+from qwen3tts_cli.tts import TTS
+
+RATE = spec.SAMPLE_RATE
+COMMON = ["--threads", "1", "--exact", "--max-frames", "6"]
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def _statuses(result) -> dict[str, str]:
+    return {row["name"]: row["status"] for row in result.json()["lines"]}
+
+
+def _ref(path: Path, golden, repeat: int = 3) -> Path:
+    sf.write(str(path), np.tile(golden.ref_audio(), repeat), RATE)
+    return path
+
+
+ROWS = [
+    {"name": "one", "text": "Hello there.", "speaker": "vivian", "seed": 3},
+    {"name": "two", "text": "How are you today?", "speaker": "ryan", "seed": 4},
+    {"name": "three", "text": "Fine, thanks.", "speaker": "serena", "seed": 5},
+]
+
+
+def test_list_outputs_equal_say_with_the_same_seed(converted, tmp_path: Path) -> None:
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    env = cli_env(tmp_path)
+    listing = _jsonl(tmp_path / "list.jsonl", ROWS)
+    out = tmp_path / "out"
+    result = run_cli(["batch", listing, "--out-dir", out, "--model-dir", model, "--batch", "3", *COMMON], env)
+    assert result.code == 0, result.stderr
+    assert "3 done, 0 skipped, 0 failed of 3 lines" in result.stderr
+    for row in ROWS[:2]:
+        alone = tmp_path / f"say-{row['name']}.wav"
+        said = run_cli(
+            [
+                "say",
+                row["text"],
+                "-s",
+                row["speaker"],
+                "--seed",
+                row["seed"],
+                "-o",
+                alone,
+                "--model-dir",
+                model,
+            ]
+            + COMMON,
+            env,
+        )
+        assert said.code == 0, said.stderr
+        np.testing.assert_array_equal(read_pcm16(out / f"{row['name']}.wav"), read_pcm16(alone))
+    records = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
+    assert sorted(r["name"] for r in records) == ["one", "three", "two"]
+    first = next(r for r in records if r["name"] == "one")
+    assert first["seed"] == 3 and first["voice"] == {"kind": "preset", "speaker": "vivian", "instruct": None}
+    assert first["frames"] > 0 and first["status"] == "ok" and first["model"].startswith("custom_voice/")
+    assert first["seconds"] == pytest.approx(len(read_pcm16(out / "one.wav")) / RATE, abs=1e-3)
+
+
+def test_short_tsv_with_the_command_line_voice_and_format(converted, tmp_path: Path) -> None:
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    listing = tmp_path / "list.tsv"
+    listing.write_text("# name<TAB>text\nfirst.wav\tGood morning.\n\nsecond\tGood night.\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["batch", listing, "--out-dir", out, "--model-dir", model, "-s", "aiden", "--seed", "9"]
+    result = run_cli([*args, "--format", "flac", "--json", *COMMON], cli_env(tmp_path))
+    assert result.code == 0, result.stderr
+    facts = result.json()
+    assert facts["done"] == 2 and facts["failed"] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["first.flac", MANIFEST_NAME, "second.flac"]
+    with TTS.load(model, threads=1, exact=True) as tts:
+        alone = tts.synthesize("Good night.", speaker="aiden", seed=9, max_frames=6).samples
+    written, rate = sf.read(str(out / "second.flac"), dtype="int16")
+    expected = np.round(np.clip(alone, -1, 1) * 32767).astype(np.int16)
+    assert rate == RATE and np.abs(written.astype(int) - expected).max() <= 1
+
+
+def _loader(folders: dict[str, Path], loads: list[str]):
+    @contextmanager
+    def load(mode: str, width: int):
+        loads.append(mode)
+        with TTS.load(folders[mode], threads=1, exact=True, max_batch=width) as tts:
+            yield tts
+
+    return load
+
+
+def test_zipvoice_list_clones_each_reference_once_and_renders_dialogues(
+    converted, tmp_path: Path, golden, monkeypatch
+) -> None:
+    base = converted(spec.KIND_BASE)
+    _ref(tmp_path / "a.wav", golden)
+    _ref(tmp_path / "b.wav", golden, repeat=4)
+    (tmp_path / "prompts").mkdir()
+    _ref(tmp_path / "prompts" / "merged.wav", golden, repeat=4)
+    listing = tmp_path / "zipvoice.tsv"
+    listing.write_text(
+        "z1\tWhat I said.\ta.wav\tFirst cloned line.\n"
+        "z2\tWhat I said.\ta.wav\tSecond line, same voice.\n"
+        "z3\tSomething else.\tb.wav\tThird line.\n"
+        "d1\tone\ttwo\ta.wav\tb.wav\t[S1] Hi there. [S2] Hello!\n"
+        "d2\t[S1] Hello you. [S2] Hi, how are you?\tprompts/merged.wav\t[S1] Good. [S2] Great.\n",
+        encoding="utf-8",
+    )
+    parsed = read_list(listing)
+    assert not parsed.errors and [line.form for line in parsed.lines] == [
+        "zipvoice",
+        "zipvoice",
+        "zipvoice",
+        "zipvoice-split",
+        "zipvoice-merged",
+    ]
+    clones: list[str] = []
+    original = TTS.clone
+
+    def counting(self, reference, *args, **kwargs):
+        clones.append(str(reference))
+        return original(self, reference, *args, **kwargs)
+
+    monkeypatch.setattr(TTS, "clone", counting)
+    loads: list[str] = []
+    out = tmp_path / "out"
+    settings = BatchSettings(out_dir=out, batch=3, seed=7, max_frames=5)
+    report = run_batch(parsed.lines, _loader({"clone": base}, loads), {"clone": "base/x"}, settings)
+    assert [r.status for r in report.results] == ["ok"] * 5, [r.reason for r in report.results]
+    assert loads == ["clone"]
+    single = [c for c in clones if c.endswith(("a.wav", "b.wav"))]
+    assert sorted(single[:2]) == [str(tmp_path / "a.wav"), str(tmp_path / "b.wav")]  # z1+z2 share one clone
+    assert len(clones) == 2 + 2 + 2  # z lines, d1 (split: per speaker), d2 (merged: per speaker)
+    with TTS.load(base, threads=1, exact=True) as tts:
+        pack = original(tts, tmp_path / "a.wav", "What I said.", name="z2")
+        alone = tts.synthesize("Second line, same voice.", voice=pack, seed=7, max_frames=5).samples
+    np.testing.assert_array_equal(read_pcm16(out / "z2.wav"), np.round(np.clip(alone, -1, 1) * 32767))
+    for name in ("d1", "d2"):
+        assert len(read_pcm16(out / f"{name}.wav")) > 0.4 * RATE  # two turns and the pause between them
+
+
+def test_resume_skips_redoes_changed_and_deleted_lines(converted, tmp_path: Path) -> None:
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    env = cli_env(tmp_path)
+    listing = _jsonl(tmp_path / "list.jsonl", ROWS)
+    out = tmp_path / "out"
+    args = ["batch", listing, "--out-dir", out, "--model-dir", model, "--json", *COMMON]
+    assert run_cli(args, env).code == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.wav")}
+    again = run_cli(args, env)
+    assert again.code == 0 and set(_statuses(again).values()) == {"skipped"}
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.wav")} == stamps
+    changed = [dict(ROWS[0]), ROWS[1], ROWS[2]]
+    changed[0]["text"] = "Hello there, again."
+    _jsonl(listing, changed)
+    (out / "three.wav").unlink()
+    third = run_cli(args, env)
+    assert third.code == 0, third.stderr
+    assert _statuses(third) == {"one": "ok", "two": "skipped", "three": "ok"}
+    assert (out / "two.wav").stat().st_mtime_ns == stamps["two.wav"]
+    records = (out / MANIFEST_NAME).read_text().splitlines()
+    assert len(records) == 3  # compacted: one record per name
+    assert json.loads(next(r for r in records if '"one"' in r))["text"] == "Hello there, again."
+    forced = run_cli([*args, "--force"], env)
+    assert set(_statuses(forced).values()) == {"ok"}
+
+
+def test_sigkill_mid_list_then_rerun_loses_nothing(converted, tmp_path: Path) -> None:
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    env = cli_env(tmp_path)
+    rows = [
+        {"name": f"l{i}", "text": f"Line number {i} of the list.", "speaker": "vivian", "seed": i}
+        for i in range(8)
+    ]
+    listing = _jsonl(tmp_path / "list.jsonl", rows)
+    out = tmp_path / "out"
+    args = ["batch", listing, "--out-dir", out, "--model-dir", model, "--batch", "1"]
+    args += ["--threads", "1", "--exact", "--max-frames", "20", "--json"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qwen3tts_cli.cli", *map(str, args)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    manifest = out / MANIFEST_NAME
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.exists() and manifest.read_bytes().count(b"\n") >= 1:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the list finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = {json.loads(line)["name"] for line in manifest.read_text().splitlines() if line.strip()}
+    assert 1 <= len(before) < len(rows)
+    stamps = {name: (out / f"{name}.wav").stat().st_mtime_ns for name in before}
+    rerun = run_cli(args, env)
+    assert rerun.code == 0, rerun.stderr
+    statuses = _statuses(rerun)
+    assert {n for n, s in statuses.items() if s == "skipped"} >= before
+    assert all(s in ("ok", "skipped") for s in statuses.values()) and len(statuses) == len(rows)
+    assert all((out / f"{name}.wav").stat().st_mtime_ns == stamps[name] for name in before)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"l{i}.wav" for i in range(8)), MANIFEST_NAME])
+    with TTS.load(model, threads=1, exact=True) as tts:
+        alone = tts.synthesize(rows[7]["text"], speaker="vivian", seed=7, max_frames=20).samples
+    np.testing.assert_array_equal(read_pcm16(out / "l7.wav"), np.round(np.clip(alone, -1, 1) * 32767))
+
+
+def test_bad_lines_are_reported_with_their_numbers_and_good_lines_run(converted, tmp_path: Path) -> None:
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    work = tmp_path / "work"
+    work.mkdir()
+    listing = work / "list.jsonl"
+    lines = [
+        json.dumps({"name": "good1", "text": "Fine line.", "speaker": "vivian", "seed": 1}),
+        json.dumps({"name": "../escape", "text": "Out of the folder."}),
+        json.dumps({"name": "a/b", "text": "Into a sub folder."}),
+        json.dumps({"name": "empty", "text": "   "}),
+        json.dumps({"name": "good1", "text": "Duplicate."}),
+        json.dumps({"name": "nobody", "text": "Unknown speaker.", "speaker": "nobody"}),
+        json.dumps({"name": "noref", "text": "Missing reference.", "ref_audio": "missing.wav"}),
+        json.dumps({"name": "typo", "text": "x", "speakr": "ryan"}),
+        '{"name": "broken", "text": ',
+        json.dumps({"name": "good2", "text": "Another fine line.", "speaker": "ryan", "seed": 2}),
+    ]
+    listing.write_bytes(("\n".join(lines) + "\n").encode() + b'{"name": "bytes", "text": "\xff"}\n')
+    out = work / "out"
+    result = run_cli(
+        ["batch", listing, "--out-dir", out, "--model-dir", model, "--json", *COMMON], cli_env(tmp_path)
+    )
+    assert result.code == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    expected = {
+        2: "unsafe name",
+        3: "unsafe name",
+        4: "empty text",
+        5: "duplicate name (line 1",
+        6: "unknown speaker 'nobody'",
+        7: "file not found",
+        8: "unknown key(s) speakr",
+        9: "not valid JSON",
+        11: "not valid UTF-8",
+    }
+    for number, fragment in expected.items():
+        assert any(e.startswith(f"error: line {number}") and fragment in e for e in errors), (number, errors)
+    assert len(errors) == len(expected)
+    facts = result.json()
+    assert (facts["done"], facts["failed"], facts["total"]) == (2, 9, 11)
+    assert {row["line"]: row["status"] for row in facts["lines"]}[6] == "failed"
+    assert sorted(p.name for p in out.iterdir()) == ["good1.wav", "good2.wav", MANIFEST_NAME]
+    assert sorted(p.name for p in work.iterdir()) == ["list.jsonl", "out"]
+    assert "batch: 2 done, 0 skipped, 9 failed of 11 lines" in result.stderr
+
+
+def test_dry_run_loads_no_model_and_lists_runs_and_skips(converted, tmp_path: Path) -> None:
+    listing = _jsonl(tmp_path / "list.jsonl", [*ROWS, {"name": "x", "text": ""}])
+    out = tmp_path / "out"
+    env = cli_env(tmp_path)  # offline, empty cache: resolving the catalog model would fail
+    dry = run_cli(["batch", listing, "--out-dir", out, "--dry-run", "--json"], env)
+    assert dry.code == 1, dry.stderr
+    rows = {row["name"]: row["status"] for row in dry.json()["lines"]}
+    assert rows == {"one": "run", "two": "run", "three": "run", "x": "failed"}
+    assert not out.exists() and not (tmp_path / "cache").exists()
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    _jsonl(listing, ROWS)
+    assert run_cli(["batch", listing, "--out-dir", out, "--model-dir", model, *COMMON], env).code == 0
+    dry = run_cli(["batch", listing, "--out-dir", out, "--model-dir", model, *COMMON, "--dry-run"], env)
+    assert dry.code == 0, dry.stderr
+    assert [line.split()[0] for line in dry.out.splitlines()] == ["skip", "skip", "skip"]
+
+
+def test_a_kind_that_cannot_be_had_offline_is_one_error_before_any_audio(converted, tmp_path: Path) -> None:
+    listing = _jsonl(
+        tmp_path / "list.jsonl",
+        [ROWS[0], {"name": "designed", "text": "Hi.", "design": "A deep, slow voice."}],
+    )
+    out = tmp_path / "out"
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    result = run_cli(["batch", listing, "--out-dir", out, "--model-dir", model, *COMMON], cli_env(tmp_path))
+    assert result.code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "line(s) 2 need a voice_design model" in errors[0], result.stderr
+    assert not out.exists() or not any(out.glob("*.wav"))
