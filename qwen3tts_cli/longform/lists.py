@@ -378,12 +378,12 @@ def _with_defaults(item: ListLine, defaults: ListDefaults) -> ListLine:
 def _dialogue_text(text: str, name: str, limit: int | None) -> None:
     from qwen3tts_cli.longform.script import parse_script
 
+    if not _MARKER.search(text):
+        raise _Bad("a two-speaker prompt needs a text with [S1]/[S2] markers", name)
     try:
         script = parse_script(text)
     except Qwen3TTSError as exc:
         raise _Bad(f"dialogue text: {exc.message.removeprefix('line 1: ')}", name) from None
-    if not _MARKER.search(text):
-        raise _Bad("a two-speaker prompt needs a text with [S1]/[S2] markers", name)
     if limit is not None:
         extra = [s for s in script.speakers if s not in {f"S{i}" for i in range(1, limit + 1)}]
         if extra:
