@@ -1,6 +1,7 @@
 """Audio shaping after synthesis: tempo, silence trimming, long-pause limiting, normalization.
 
-    shaped = shape(samples, 24000, Shaping(speed=1.25, trim_silence=True, max_pause=0.5, normalize="loudness"))
+    shaping = Shaping(speed=1.25, trim_silence=True, max_pause=0.5, normalize="loudness")
+    shaped = shape(samples, 24000, shaping)
 
 Order of operations (`shape`): silence first (trim the edges, shorten long internal pauses), then the tempo
 change, then normalization last, so the gain is measured on the audio that is actually written.
@@ -8,11 +9,14 @@ change, then normalization last, so the gain is measured on the audio that is ac
 - Speed (0.5..2.0) changes the tempo and keeps the pitch: Rubber Band through Spotify's `pedalboard`
   (`time_stretch`, whose `stretch_factor` is the speed: 2.0 plays twice as fast, half as long). The output
   has exactly round(len / speed) samples.
-- Silence is found from the energy of 10 ms frames: a frame is sound when its RMS is within
-  `SILENCE_DB` (45 dB) of the loudest frame. Only runs below that are touched, and every cut keeps at least
-  `HANGOVER` (50 ms) of the quiet next to the sound, so fading speech edges and quiet consonants stay. A
-  trimmed edge keeps that margin; a pause longer than `max_pause` keeps `max_pause` seconds (its two ends,
-  the middle is removed). Silent audio is returned unchanged. Samples are only sliced, never scaled.
+- Silence is found from the energy of 10 ms frames: a frame is sound when its RMS is within `SILENCE_DB`
+  (45 dB) of the loudest frame or, over a noise floor (the 5th percentile frame), 6 dB above that floor;
+  a floor-based threshold never comes closer than `FLOOR_CAP_DB` (35 dB) to the loudest frame, so noisy
+  audio is trimmed too while audio with no quiet part is left whole. Only runs below the threshold are
+  touched, and every cut keeps at least `HANGOVER` (50 ms) of the quiet next to the sound, so fading
+  speech edges and quiet consonants stay. A trimmed edge keeps that margin; a pause longer than
+  `max_pause` keeps `max_pause` seconds (its two ends, crossfaded over 5 ms; the middle is removed).
+  Silent audio is returned unchanged. Sound is only sliced out of the input, never scaled.
 - Normalization: "peak" scales the sample peak to -1 dBFS; "loudness" scales the ITU-R BS.1770 integrated
   loudness (pyloudnorm) to -16 LUFS, but never lifts the sample peak above -1 dBFS (the gain is capped, so
   very dynamic audio may end up below -16 LUFS). Audio shorter than one 0.4 s gating block is measured from
@@ -40,6 +44,7 @@ ABSOLUTE_GATE_LUFS = -70.0  # BS.1770: quieter blocks count as silence
 
 FRAME_SECONDS = 0.010
 SILENCE_DB = 45.0  # below the loudest frame by this much = silence
+FLOOR_CAP_DB = 35.0  # a noise-floor based threshold stays at least this far below the loudest frame
 HANGOVER = 0.050  # seconds of quiet always kept next to sound
 _CROSSFADE = 0.005  # seconds; the two kept ends of a shortened pause overlap this much (no click)
 _INSTALL_HINT = 'pip install "qwen3tts-cli[shaping]"'
@@ -120,7 +125,7 @@ def change_speed(samples: np.ndarray, sample_rate: int, speed: float) -> np.ndar
 
 # ---- silence --------------------------------------------------------------------------------------------
 def sound_mask(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
-    """Per 10 ms frame: True where the frame's RMS is within SILENCE_DB of the loudest frame.
+    """Per 10 ms frame: True where the frame's RMS is above the silence threshold (see the module doc).
 
     Returns (mask, hop in samples). All False for silent audio."""
     hop = max(1, round(sample_rate * FRAME_SECONDS))
@@ -133,7 +138,11 @@ def sound_mask(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
     loudest = float(rms.max())
     if not loudest > 0.0 or not math.isfinite(loudest):
         return np.zeros(count, bool), hop
-    return rms > loudest * 10.0 ** (-SILENCE_DB / 20.0), hop
+    floor = float(np.percentile(rms, 5))
+    threshold = max(
+        loudest * 10.0 ** (-SILENCE_DB / 20.0), min(2.0 * floor, loudest * 10.0 ** (-FLOOR_CAP_DB / 20.0))
+    )
+    return rms > threshold, hop
 
 
 def silent_runs(samples: np.ndarray, sample_rate: int) -> list[tuple[int, int]]:
@@ -158,7 +167,9 @@ def limit_pauses(samples: np.ndarray, sample_rate: int, max_pause: float) -> np.
     return limit_silence(samples, sample_rate, trim=False, max_pause=max_pause)
 
 
-def limit_silence(samples: np.ndarray, sample_rate: int, *, trim: bool, max_pause: float | None) -> np.ndarray:
+def limit_silence(
+    samples: np.ndarray, sample_rate: int, *, trim: bool, max_pause: float | None
+) -> np.ndarray:
     """Trim the edges and/or shorten internal pauses in one pass over the silent runs."""
     audio = np.asarray(samples, dtype=np.float32).reshape(-1)
     runs = silent_runs(audio, sample_rate)
@@ -242,6 +253,14 @@ def loudness_gain(samples: np.ndarray, sample_rate: int, target_lufs: float) -> 
     return gain if math.isfinite(gain) else 1.0
 
 
+def require_libraries(shaping: Shaping) -> None:
+    """Import what `shape` will need for `shaping` now: a missing extra is a Qwen3TTSError naming it."""
+    if float(shaping.speed) != 1.0:
+        _import("pedalboard")
+    if shaping.normalize == "loudness":
+        _import("pyloudnorm")
+
+
 # ---- helpers --------------------------------------------------------------------------------------------
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -264,6 +283,7 @@ __all__ = [
     "limit_pauses",
     "loudness_gain",
     "normalization_gain",
+    "require_libraries",
     "shape",
     "trim_silence",
 ]
