@@ -191,8 +191,8 @@ def limit_silence(
         for run_start, run_end in runs:
             if run_start == 0 or run_end == len(audio):
                 continue  # an edge, not a pause between sounds
-            if run_end - run_start <= keep:
-                continue
+            if run_end - run_start <= keep + fade:
+                continue  # within a crossfade of the limit: nothing worth removing
             # keep both ends (each >= HANGOVER since max_pause >= 2 * HANGOVER); overlap them by `fade`
             head_end = run_start + keep // 2 + fade
             tail_start = run_end - (keep - keep // 2)
