@@ -17,13 +17,13 @@ if TYPE_CHECKING:
 
 SHAPING_PANEL = "Shaping"
 MAX_PAUSE_SECONDS = 10.0  # tts.MAX_PAUSE_SECONDS, repeated so --help and option checks stay cheap
-_BUFFERS = " Shaping buffers the whole utterance before writing it."
 
 SpeedOption = Annotated[
     float,
     typer.Option(
         "--speed",
-        help="Tempo 0.5..2.0 with the pitch kept (needs the shaping extra)." + _BUFFERS,
+        help="Tempo 0.5..2.0 with the pitch kept (needs the shaping extra). Like --trim-silence, --max-pause "
+        "and --normalize, it buffers the utterance: shaped whole, then written.",
         rich_help_panel=SHAPING_PANEL,
     ),
 ]
@@ -31,7 +31,7 @@ TrimSilenceOption = Annotated[
     bool,
     typer.Option(
         "--trim-silence",
-        help="Trim leading and trailing silence (energy-based, 50 ms kept next to speech)." + _BUFFERS,
+        help="Trim leading and trailing silence (energy-based, 50 ms kept next to speech).",
         rich_help_panel=SHAPING_PANEL,
     ),
 ]
@@ -40,7 +40,7 @@ MaxPauseOption = Annotated[
     typer.Option(
         "--max-pause",
         metavar="SECONDS",
-        help="Shorten internal pauses longer than SECONDS (0.1..10) to SECONDS." + _BUFFERS,
+        help="Shorten internal pauses longer than SECONDS (0.1..10) to SECONDS.",
         rich_help_panel=SHAPING_PANEL,
     ),
 ]
@@ -58,8 +58,7 @@ NormalizeOption = Annotated[
     typer.Option(
         "--normalize",
         metavar="peak|loudness",
-        help="peak: sample peak at -1 dBFS; loudness: -16 LUFS integrated (BS.1770), peak capped at -1 dBFS."
-        + _BUFFERS,
+        help="peak: sample peak at -1 dBFS; loudness: -16 LUFS integrated (BS.1770), peak capped at -1 dBFS.",
         rich_help_panel=SHAPING_PANEL,
     ),
 ]

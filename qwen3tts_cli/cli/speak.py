@@ -87,9 +87,10 @@ def speak(
         try:
             for chunk in tts.stream(request.text, on_codes=on_codes, **options):
                 if held is not None:
-                    held.append(chunk.samples)
-                for out in outputs if held is None else ():
-                    out.write(chunk.samples)
+                    held.append(chunk.samples)  # shaped and written whole below
+                else:
+                    for out in outputs:
+                        out.write(chunk.samples)
                 result.samples += len(chunk.samples)
                 progress.audio_done(len(chunk.samples) / chunk.sample_rate)
         finally:
