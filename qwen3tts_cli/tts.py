@@ -91,6 +91,7 @@ class Request:
     max_frames: int | None = None  # per piece; None: the model's max_new_tokens, bounded by the context
     split: bool = True  # split long text at sentence ends
     batch: int = 1  # pieces generated together in one llama.cpp batch (needs a model loaded with max_batch)
+    pause: float | None = None  # seconds of silence between text pieces (0..10); None: audio.DEFAULT_GAP_MS
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class AudioChunk:
 
 
 CodesCallback = Callable[[int, np.ndarray], None]
+PieceFilter = Callable[[np.ndarray], np.ndarray]  # one whole piece's samples in, the samples to play out
+MAX_PAUSE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -231,15 +234,24 @@ class TTS:
         ]
         return Synthesis(samples, self.sample_rate, per_piece, stream.pieces, stream.instruct)
 
-    def stream(self, text: str, on_codes: CodesCallback | None = None, **options: object) -> AudioStream:
+    def stream(
+        self,
+        text: str,
+        on_codes: CodesCallback | None = None,
+        *,
+        piece_filter: PieceFilter | None = None,
+        **options: object,
+    ) -> AudioStream:
         """Audio as it is decoded; pieces are joined with short fades, in bounded memory.
 
         The request joins the model's shared batch at once (options are checked now; `Busy` when too many
         requests wait). `on_codes(piece_index, codes[frames, 16])` receives the generated frames as they
         are decoded. `cancel()` (or leaving a `with` block) stops the request from any thread.
+        `piece_filter` (e.g. a tempo change) gets each text piece's audio once the piece is complete and
+        returns what is joined and streamed instead: the first audio then waits for the first piece.
         """
         plan = self.plan(self._request(text, options))
-        return AudioStream(self._submit(plan), plan, on_codes)
+        return AudioStream(self._submit(plan), plan, on_codes, piece_filter)
 
     def stats(self) -> SchedulerStats:
         """How full the shared batch and its waiting queue are."""
@@ -315,6 +327,15 @@ class TTS:
         if request.seed is not None and not (isinstance(request.seed, int) and 0 <= request.seed < 2**63):
             raise Qwen3TTSError(
                 f"seed must be a non-negative integer (got {request.seed!r})", "pass e.g. --seed 7"
+            )
+        if request.pause is not None and not (
+            isinstance(request.pause, int | float)
+            and not isinstance(request.pause, bool)
+            and 0.0 <= request.pause <= MAX_PAUSE_SECONDS
+        ):
+            raise Qwen3TTSError(
+                f"pause must be between 0 and {MAX_PAUSE_SECONDS:g} seconds (got {request.pause!r})",
+                "pass e.g. --pause 0.4",
             )
         if request.speaker is not None:
             self._check_speaker(request.speaker)
@@ -463,17 +484,34 @@ class AudioStream:
 
     Pieces come out in order, joined with short fades; `on_codes` sees each chunk's codes as it plays."""
 
-    def __init__(self, request: ScheduledRequest, plan: _Plan, on_codes: CodesCallback | None) -> None:
+    def __init__(
+        self,
+        request: ScheduledRequest,
+        plan: _Plan,
+        on_codes: CodesCallback | None,
+        piece_filter: PieceFilter | None = None,
+    ) -> None:
         self._request = request
         self.pieces = plan.pieces
         self.instruct = plan.instruct
         self._on_codes = on_codes
+        self._piece_filter = piece_filter
+        pause = plan.request.pause
+        self._gap_ms = audio_io.DEFAULT_GAP_MS if pause is None else float(pause) * 1000.0
         self._piece = 0
         self._chunks = self._joined()
 
     def _joined(self) -> Iterator[AudioChunk]:
-        for samples in audio_io.join_pieces(self._piece_samples(i) for i in range(len(self.pieces))):
+        pieces = (self._piece_samples(i) for i in range(len(self.pieces)))
+        if self._piece_filter is not None:
+            pieces = (self._filtered(piece) for piece in pieces)
+        for samples in audio_io.join_pieces(pieces, gap_ms=self._gap_ms):
             yield AudioChunk(samples, spec.SAMPLE_RATE, self._piece)
+
+    def _filtered(self, chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        whole = [np.asarray(c, dtype=np.float32) for c in chunks]
+        if whole and self._piece_filter is not None and not self._request.cancelled:
+            yield self._piece_filter(np.concatenate(whole))
 
     def _piece_samples(self, index: int) -> Iterator[np.ndarray]:
         self._piece = index

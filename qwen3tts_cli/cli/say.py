@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,15 @@ from qwen3tts_cli.cli.common import (
     VoicesDirOption,
     model_argument,
     read_text,
+)
+from qwen3tts_cli.cli.shaping_options import (
+    MaxPauseOption,
+    NormalizeOption,
+    PauseOption,
+    SpeedOption,
+    TrimSilenceOption,
+    check_pause,
+    shaping_from_options,
 )
 from qwen3tts_cli.cli.speak import open_sinks, output_target, report, speak, summary
 from qwen3tts_cli.cli.voice import (
@@ -179,11 +189,16 @@ def say(
     subtalker_top_p: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, rich_help_panel=SAMPLING_PANEL)
     ] = None,
+    speed: SpeedOption = 1.0,
+    trim_silence: TrimSilenceOption = False,
+    max_pause: MaxPauseOption = None,
+    pause: PauseOption = None,
+    normalize: NormalizeOption = None,
     voices_dir: VoicesDirOption = None,
     quiet: QuietOption = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Speak text into an audio file, stdout or the speakers."""
+    """Speak text into an audio file, stdout or the speakers (shaping options buffer the utterance)."""
     from qwen3tts_cli.tts import SamplingOptions
 
     started = time.perf_counter()
@@ -206,6 +221,7 @@ def say(
     target, play = output_target(output, play)
     sinks = open_sinks(target, audio_format, play)
     codes_target = check_codes_target(codes_out) if codes_out is not None else None
+    shaping, pause = shaping_from_options(speed, trim_silence, max_pause, normalize), check_pause(pause)
     sampling = SamplingOptions(
         greedy=greedy,
         temperature=temperature,
@@ -221,8 +237,8 @@ def say(
     pieces_together = batch_size(batch, spoken, not no_split, play)
     generation = GenerationChoice(sampling, seed, max_frames, not no_split, streaming_text, pieces_together)
     with load_tts(chosen, mode, quant, threads, exact, voices_dir, quiet, pieces_together) as tts:
-        request = build_request(tts, spoken, choice, generation)
-        result = speak(tts, request, sinks, codes_target, quiet)
+        request = replace(build_request(tts, spoken, choice, generation), pause=pause)
+        result = speak(tts, request, sinks, codes_target, quiet, shaping)
     facts = summary(tts, target, audio_format, play, request, result, codes_target, started)
     report(facts, target, quiet, json_out)
 

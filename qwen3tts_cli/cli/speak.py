@@ -20,6 +20,7 @@ from qwen3tts_cli.cli.common import Progress, print_json, status, usage_error
 
 if TYPE_CHECKING:
     from qwen3tts_cli.audio import AudioSink
+    from qwen3tts_cli.shaping import Shaping
     from qwen3tts_cli.tts import TTS, Request
 
 
@@ -52,12 +53,20 @@ class SpeakResult:
     frames: int = 0
     pieces: list[str] = field(default_factory=list)
     instruct: str | None = None
+    shaping: dict[str, Any] | None = None  # what was applied, with the length before it
 
 
 def speak(
-    tts: TTS, request: Request, sinks: list[AudioSink], codes_target: Path | None, quiet: bool
+    tts: TTS,
+    request: Request,
+    sinks: list[AudioSink],
+    codes_target: Path | None,
+    quiet: bool,
+    shaping: Shaping | None = None,
 ) -> SpeakResult:
-    """Plan (errors surface before any output is opened), then stream every chunk into every sink."""
+    """Plan (errors surface before any output is opened), then stream every chunk into every sink.
+
+    With a non-identity `shaping` the utterance is collected, shaped as a whole, then written."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the stream below plans again and warns once, for real
         plan = tts.plan(request)
@@ -72,19 +81,40 @@ def speak(
             codes.add(piece, chunk)
 
     options = {f.name: getattr(request, f.name) for f in fields(request) if f.name != "text"}
+    held = [] if shaping is not None and not shaping.is_identity else None
     with ExitStack() as stack:
         outputs = [stack.enter_context(sink) for sink in sinks]
         try:
             for chunk in tts.stream(request.text, on_codes=on_codes, **options):
-                for out in outputs:
-                    out.write(chunk.samples)
+                if held is not None:
+                    held.append(chunk.samples)  # shaped and written whole below
+                else:
+                    for out in outputs:
+                        out.write(chunk.samples)
                 result.samples += len(chunk.samples)
                 progress.audio_done(len(chunk.samples) / chunk.sample_rate)
         finally:
             progress.close()
+        if held is not None and shaping is not None:
+            result.samples = _write_shaped(held, tts.sample_rate, shaping, outputs, result)
         if codes is not None and codes_target is not None:
             codes.save(codes_target, plan.pieces)  # before the audio is renamed into place
     return result
+
+
+def _write_shaped(
+    held: list[Any], sample_rate: int, shaping: Shaping, outputs: list[AudioSink], result: SpeakResult
+) -> int:
+    import numpy as np
+
+    from qwen3tts_cli.shaping import shape
+
+    whole = np.concatenate(held) if held else np.zeros(0, np.float32)
+    shaped = shape(whole, sample_rate, shaping)
+    for out in outputs:
+        out.write(shaped)
+    result.shaping = {**shaping.as_dict(), "seconds_before": round(len(whole) / sample_rate, 3)}
+    return len(shaped)
 
 
 def summary(
@@ -114,6 +144,8 @@ def summary(
         "pieces": len(result.pieces),
         "instruct": result.instruct,
         "seed": request.seed,
+        "pause": request.pause,
+        "shaping": result.shaping,
         "codes_out": str(codes_target) if codes_target is not None else None,
         "elapsed_seconds": round(elapsed, 3),
         "real_time_factor": round(elapsed / seconds, 3) if seconds else None,

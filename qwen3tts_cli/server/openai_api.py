@@ -4,7 +4,8 @@ The body of /v1/audio/speech is what the official `openai` client sends (fields 
 out, not null), plus our extensions `language`, `seed`, `temperature`, `top_k`, `top_p`,
 `repetition_penalty`, `greedy`, `max_frames`. Every body is always streamed as it is generated (the client's
 plain `.create()` reads it whole; `with_streaming_response` gets bytes as they come), so a streamed and a
-non-streamed answer are the same bytes.
+non-streamed answer are the same bytes. `speed` (0.5..2.0) changes the tempo of each text piece once that
+piece is generated (pitch kept, `shaping.change_speed`), so audio still starts after the first piece.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from qwen3tts_cli.audio_stream import MEDIA_TYPES, open_stream_encoder
 from qwen3tts_cli.errors import Qwen3TTSError
 from qwen3tts_cli.server.errors import APIError
 from qwen3tts_cli.server.requests import read_json, read_limited, replay
-from qwen3tts_cli.server.synthesis import Synthesizer
+from qwen3tts_cli.server.synthesis import Synthesizer, tempo_filter
+from qwen3tts_cli.shaping import SPEED_RANGE
 from qwen3tts_cli.tts import SamplingOptions
 from qwen3tts_cli.voices import validate_name
 
@@ -176,16 +178,11 @@ class SpeechRoutes:
         stream_format = _field(body, "stream_format", str, "audio")
         if stream_format not in STREAM_FORMATS:
             raise APIError(400, "'stream_format' must be 'audio' or 'sse'", param="stream_format")
-        speed = _ranged(body, "speed", 0.25, 4.0)
-        if speed is not None and float(speed) != 1.0:
-            raise APIError(
-                400,
-                f"speed {speed} is not supported yet (only 1.0); change the tempo after synthesis",
-                param="speed",
-                code="unsupported_value",
-            )
+        speed = _ranged(body, "speed", *SPEED_RANGE)
         options = self._voice_options(body)
         options.update(self._generation_options(body))
+        if speed is not None and float(speed) != 1.0:
+            options["piece_filter"] = tempo_filter(float(speed))
         stream = await self.synth.start(text, options)
         if stream_format == "sse":
             return StreamingResponse(

@@ -22,7 +22,7 @@ from qwen3tts_cli import spec
 from qwen3tts_cli.errors import Qwen3TTSError
 from qwen3tts_cli.server.errors import APIError
 from qwen3tts_cli.server.metrics import Metrics
-from qwen3tts_cli.tts import TTS, AudioStream
+from qwen3tts_cli.tts import TTS, AudioStream, PieceFilter
 
 log = logging.getLogger("qwen3tts.server")
 
@@ -110,6 +110,23 @@ class Synthesizer:
             else:
                 self.metrics.cancelled.labels(stopped).inc()
                 self.metrics.audio_seconds.inc(audio)
+
+
+def tempo_filter(speed: float) -> PieceFilter:
+    """A `TTS.stream` piece filter playing each piece at `speed` (pitch kept); fails now without the extra."""
+    from qwen3tts_cli import shaping
+
+    try:
+        shaping.require_libraries(shaping.Shaping(speed=speed))
+    except Qwen3TTSError as exc:
+        raise APIError(
+            501, f"'speed' other than 1.0 needs pedalboard on the server ({exc.hint})", param="speed"
+        ) from None
+
+    def stretch(samples: np.ndarray) -> np.ndarray:
+        return shaping.change_speed(samples, spec.SAMPLE_RATE, speed)
+
+    return stretch
 
 
 def _next_chunk(stream: AudioStream) -> np.ndarray | None:
