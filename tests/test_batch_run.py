@@ -56,6 +56,7 @@ def test_list_outputs_equal_say_with_the_same_seed(converted, tmp_path: Path) ->
     result = run_cli(["batch", listing, "--out-dir", out, "--model-dir", model, "--batch", "3", *COMMON], env)
     assert result.code == 0, result.stderr
     assert "3 done, 0 skipped, 0 failed of 3 lines" in result.stderr
+    assert "\r" not in result.stderr  # no progress line when stderr is not a terminal
     for row in ROWS[:2]:
         alone = tmp_path / f"say-{row['name']}.wav"
         said = run_cli(
@@ -305,3 +306,53 @@ def test_a_kind_that_cannot_be_had_offline_is_one_error_before_any_audio(convert
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "line(s) 2 need a voice_design model" in errors[0], result.stderr
     assert not out.exists() or not any(out.glob("*.wav"))
+
+
+def test_line_speed_changes_the_tempo_of_that_line_only(converted, tmp_path: Path) -> None:
+    from qwen3tts_cli.longform.lists import parse_list
+
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    rows = [
+        {"name": "plain", "text": "A line spoken twice.", "speaker": "ryan", "seed": 2},
+        {"name": "fast", "text": "A line spoken twice.", "speaker": "ryan", "seed": 2, "speed": 2.0},
+    ]
+    parsed = parse_list("\n".join(json.dumps(r) for r in rows).encode())
+    out = tmp_path / "out"
+    loads: list[str] = []
+    settings = BatchSettings(out_dir=out, batch=2, max_frames=12)
+    report = run_batch(parsed.lines, _loader({"presets": model}, loads), {"presets": "cv"}, settings)
+    assert [r.status for r in report.results] == ["ok", "ok"], [r.reason for r in report.results]
+    plain, fast = read_pcm16(out / "plain.wav"), read_pcm16(out / "fast.wav")
+    assert len(fast) == round(len(plain) / 2.0)
+    records = {r["name"]: r for r in map(json.loads, (out / MANIFEST_NAME).read_text().splitlines())}
+    assert records["fast"]["options"]["speed"] == 2.0 and records["plain"]["options"]["speed"] is None
+
+
+def test_sigterm_stops_cleanly_with_143_and_keeps_finished_lines(converted, tmp_path: Path) -> None:
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    rows = [
+        {"name": f"t{i}", "text": f"Sentence {i} of many.", "speaker": "ryan", "seed": i} for i in range(8)
+    ]
+    listing = _jsonl(tmp_path / "list.jsonl", rows)
+    out = tmp_path / "out"
+    args = ["batch", listing, "--out-dir", out, "--model-dir", model, "--batch", "1"]
+    args += ["--threads", "1", "--exact", "--max-frames", "20"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qwen3tts_cli.cli", *map(str, args)],
+        env=cli_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    manifest = out / MANIFEST_NAME
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None and not manifest.exists():
+        time.sleep(0.02)
+    assert process.poll() is None, "the list finished before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert b"Traceback" not in stderr
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert 1 <= len(records) < len(rows)
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted([MANIFEST_NAME, *(r["output"] for r in records)])  # no temp files, no partials

@@ -329,7 +329,6 @@ class _Runner:
                 sampling=self.settings.sampling,
                 max_frames=self.settings.max_frames,
                 batch=self.settings.batch,
-                equal_loudness=_has_module("qwen3tts_cli.shaping"),  # as `dialogue` does, once it can
             )
             result = render_dialogue(script, cast, loaded, settings)
         except Exception as exc:  # noqa: BLE001 - any problem of one line fails that line only
@@ -393,9 +392,11 @@ def _has_module(name: str) -> bool:
 
 
 def _check_shaping(item: ListLine) -> None:
-    """Speed and lexicon need modules that may not be installed yet: a per-line failure, said clearly."""
-    if item.speed is not None and item.speed != 1.0 and not _has_module("qwen3tts_cli.shaping"):
-        raise Qwen3TTSError("speed is not supported by this version", "drop the line's speed")
+    """A line's speed needs the shaping extra, its lexicon the lexicon module: a per-line failure if not."""
+    if item.speed is not None and item.speed != 1.0:
+        from qwen3tts_cli.shaping import Shaping, require_libraries
+
+        require_libraries(Shaping(speed=item.speed))
     if item.lexicon is not None and not _has_module("qwen3tts_cli.lexicon"):
         raise Qwen3TTSError("lexicon is not supported by this version", "drop the line's lexicon")
 
