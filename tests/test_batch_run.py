@@ -218,6 +218,7 @@ def test_sigkill_mid_list_then_rerun_loses_nothing(converted, tmp_path: Path) ->
     before = {json.loads(line)["name"] for line in manifest.read_text().splitlines() if line.strip()}
     assert 1 <= len(before) < len(rows)
     stamps = {name: (out / f"{name}.wav").stat().st_mtime_ns for name in before}
+    (out / ".l7.wav.k1ll3d.part").write_bytes(b"RIFF")  # what a kill in the middle of a write leaves
     rerun = run_cli(args, env)
     assert rerun.code == 0, rerun.stderr
     statuses = _statuses(rerun)
@@ -328,7 +329,10 @@ def test_line_speed_changes_the_tempo_of_that_line_only(converted, tmp_path: Pat
     assert records["fast"]["options"]["speed"] == 2.0 and records["plain"]["options"]["speed"] is None
 
 
-def test_sigterm_stops_cleanly_with_143_and_keeps_finished_lines(converted, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_exits_cleanly_and_keeps_finished_lines(
+    converted, tmp_path: Path, signum: int, code: int
+) -> None:
     model = converted(spec.KIND_CUSTOM_VOICE)
     rows = [
         {"name": f"t{i}", "text": f"Sentence {i} of many.", "speaker": "ryan", "seed": i} for i in range(8)
@@ -348,11 +352,29 @@ def test_sigterm_stops_cleanly_with_143_and_keeps_finished_lines(converted, tmp_
     while time.monotonic() < deadline and process.poll() is None and not manifest.exists():
         time.sleep(0.02)
     assert process.poll() is None, "the list finished before it could be stopped"
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr
+    assert process.returncode == code, stderr
     assert b"Traceback" not in stderr
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert 1 <= len(records) < len(rows)
     written = sorted(p.name for p in out.iterdir())
     assert written == sorted([MANIFEST_NAME, *(r["output"] for r in records)])  # no temp files, no partials
+
+
+def test_one_run_per_output_folder_and_stale_parts_removed(tmp_path: Path) -> None:
+    from qwen3tts_cli.errors import Qwen3TTSError
+    from qwen3tts_cli.longform.batch import folder_lock
+
+    (tmp_path / ".a.wav.x1.part").write_bytes(b"")
+    (tmp_path / "keep.wav").write_bytes(b"")
+
+    @contextmanager
+    def never(_mode: str, _width: int):
+        raise AssertionError("no line needs a model")
+        yield
+
+    report = run_batch([], never, {}, BatchSettings(out_dir=tmp_path))
+    assert report.results == [] and sorted(p.name for p in tmp_path.iterdir()) == ["keep.wav"]
+    with folder_lock(tmp_path), pytest.raises(Qwen3TTSError, match="another batch run is writing"):
+        run_batch([], never, {}, BatchSettings(out_dir=tmp_path))

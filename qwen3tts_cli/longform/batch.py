@@ -191,6 +191,18 @@ def run_batch(
     if settings.batch < 1:
         raise Qwen3TTSError(f"batch must be >= 1 (got {settings.batch})", "e.g. --batch 8")
     settings.out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(settings.out_dir):
+        remove_stale_parts(settings.out_dir)
+        return _run_locked(lines, load, model_ids, settings, on_line)
+
+
+def _run_locked(
+    lines: Sequence[ListLine],
+    load: ModelLoader,
+    model_ids: Mapping[str, str],
+    settings: BatchSettings,
+    on_line: Callable[[LineResult], None] | None,
+) -> BatchReport:
     report = BatchReport()
     manifest = Manifest(settings.out_dir)
 
@@ -213,6 +225,37 @@ def run_batch(
         with contextlib.suppress(OSError):
             manifest.compact()
     return report
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """One batch run per output folder at a time (an advisory lock on the folder itself; POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise Qwen3TTSError(
+                f"another batch run is writing to {folder}", "wait for it to finish, or use another --out-dir"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Temporary files a killed run left (`.NAME.EXT.*.part`, `.manifest.jsonl.*.part`): removed."""
+    removed = []
+    for path in folder.glob(".*.part"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def _random_seed() -> int:
