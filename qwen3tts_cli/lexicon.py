@@ -127,8 +127,8 @@ def _bounded(text: str, start: int, end: int, entry: _Entry) -> bool:
 
 
 def _problem(source: str, where: str, message: str, hint: str = _FORMAT_HINT) -> Qwen3TTSError:
-    place = " ".join(part for part in (source or "(text)", where) if part)
-    return Qwen3TTSError(f"lexicon {place}: {message}", hint)
+    place = " ".join(part for part in (source, where) if part)
+    return Qwen3TTSError(f"lexicon{' ' + place if place else ''}: {message}", hint)
 
 
 def check_entries(entries: Iterable[Sequence[str]], source: str = "") -> tuple[tuple[str, str], ...]:
