@@ -40,8 +40,12 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qwen3tts_cli.errors import Qwen3TTSError
+
+if TYPE_CHECKING:
+    from qwen3tts_cli.voices import VoicePack
 
 MAX_BYTES = 1024 * 1024
 MAX_ENTRIES = 50_000
@@ -273,4 +277,11 @@ class Lexicon:
         return bool(self.entries)
 
 
-__all__ = ["Lexicon", "Replacement", "check_entries", "MAX_BYTES", "MAX_ENTRIES"]
+def for_voice(voice: VoicePack | None, lexicon: Lexicon | None) -> Lexicon | None:
+    """The lexicon a request uses: its voice pack's own, with `lexicon` over it (its entries win)."""
+    if voice is None or not voice.lexicon:
+        return lexicon
+    return Lexicon(voice.lexicon, f"voice '{voice.name}'").merged(lexicon)
+
+
+__all__ = ["MAX_BYTES", "MAX_ENTRIES", "Lexicon", "Replacement", "check_entries", "for_voice"]

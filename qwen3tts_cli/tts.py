@@ -32,7 +32,7 @@ from qwen3tts_cli.engine.prompt import (
 from qwen3tts_cli.engine.sampling import GenerationSettings
 from qwen3tts_cli.engine.scheduler import JobSpec, ScheduledRequest, Scheduler, SchedulerStats
 from qwen3tts_cli.errors import Qwen3TTSError
-from qwen3tts_cli.lexicon import Lexicon, Replacement
+from qwen3tts_cli.lexicon import Lexicon, Replacement, for_voice
 from qwen3tts_cli.model import DEFAULT_TALKER_CONTEXT, LoadedModel
 from qwen3tts_cli.text import plan_text
 from qwen3tts_cli.voices import MODE_ICL, MODE_XVECTOR, VoiceLibrary, VoicePack
@@ -330,7 +330,7 @@ class TTS:
             request.instruct,
             request.attributes,
             accepts_instruct=caps.instruct,
-            lexicon=_lexicon(request),
+            lexicon=for_voice(request.voice, request.lexicon),
             split=request.split,
         )
         if kind == spec.KIND_VOICE_DESIGN and not planned.instruct:
@@ -515,14 +515,6 @@ class AudioStream:
 
     def __exit__(self, *_exc: object) -> None:
         self.cancel()
-
-
-def _lexicon(request: Request) -> Lexicon | None:
-    """The voice pack's lexicon merged with the request's (the request's entries win)."""
-    voice = request.voice
-    if voice is None or not voice.lexicon:
-        return request.lexicon
-    return Lexicon(voice.lexicon, f"voice '{voice.name}'").merged(request.lexicon)
 
 
 def _default(value: bool | None, official: bool) -> bool:

@@ -52,6 +52,8 @@ class SpeakResult:
     frames: int = 0
     pieces: list[str] = field(default_factory=list)
     instruct: str | None = None
+    text: str = ""  # what the pieces were split from (after tags and lexicon)
+    replacements: list[Any] = field(default_factory=list)  # lexicon.Replacement
 
 
 def speak(
@@ -62,6 +64,7 @@ def speak(
         warnings.simplefilter("ignore")  # the stream below plans again and warns once, for real
         plan = tts.plan(request)
     result = SpeakResult(pieces=plan.pieces, instruct=plan.instruct)
+    result.text, result.replacements = plan.text, plan.replacements
     progress = Progress.for_terminal(len(plan.pieces), quiet)
     codes = CodesCollector(len(plan.pieces)) if codes_target is not None else None
 
