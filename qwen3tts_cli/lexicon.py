@@ -63,6 +63,7 @@ _SPACELESS = re.compile(
     "]"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # only from Python strings, never from a UTF-8 file
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,10 @@ def _check_forms(written: str, spoken: str, source: str, where: str) -> None:
                 where,
                 f"the {name} form contains the control character U+{ord(control.group()):04X}",
                 "remove it",
+            )
+        if _SURROGATE.search(value):
+            raise _problem(
+                source, where, f"the {name} form is not valid Unicode (a lone surrogate)", "fix it"
             )
 
 

@@ -188,6 +188,8 @@ def test_entries_given_directly_are_checked() -> None:
         Lexicon((("a", "b"), ("a", "c")), "api")
     with pytest.raises(Qwen3TTSError, match=r"entry 1: the written form ' a' has spaces"):
         Lexicon(((" a", "b"),))
+    with pytest.raises(Qwen3TTSError, match=r"entry 1: the spoken form is not valid Unicode"):
+        Lexicon((("a", "b\ud800"),))
     with pytest.raises(Qwen3TTSError, match=r"entry 1: an entry is a pair"):
         Lexicon((("a", "b", "c"),))  # type: ignore[arg-type]
 
