@@ -1,6 +1,6 @@
 """Voice packs: a cloned voice saved as one JSON file, and the named library of them.
 
-Schema (version 1), a JSON object with exactly these keys:
+Schema (version 1; version 2 adds the optional `lexicon`), a JSON object with exactly these keys:
 
     format               "qwen3tts-voice"
     schema_version       1
@@ -83,7 +83,7 @@ _KEYS = (
     "tool_version",
     "payload_sha256",
 )
-_OPTIONAL_KEYS = ("lexicon",)  # payload keys written only when set: older packs keep their checksums
+_OPTIONAL_PAYLOAD_KEYS = ("lexicon",)  # payload keys written only when set: older packs keep their checksums
 _PAYLOAD_KEYS = (
     "model_family",
     "talker_hidden_size",
@@ -254,7 +254,7 @@ def _codes_document(codes: np.ndarray | None) -> dict[str, Any] | None:
 
 
 def _payload_checksum(document: dict[str, Any]) -> str:
-    payload = {key: document[key] for key in _PAYLOAD_KEYS + _OPTIONAL_KEYS if key in document}
+    payload = {key: document[key] for key in _PAYLOAD_KEYS + _OPTIONAL_PAYLOAD_KEYS if key in document}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return _sha256(canonical.encode("utf-8"))
 
@@ -311,7 +311,7 @@ def pack_from_document(document: Any, source: str = "") -> VoicePack:
         raise _fail(source, f'not a qwen3tts voice pack (missing "format": "{PACK_FORMAT}")')
     _check_schema_version(document.get("schema_version"), source)
     missing = [key for key in _KEYS if key not in document]
-    unknown = sorted(set(document) - set(_KEYS) - set(_OPTIONAL_KEYS))
+    unknown = sorted(set(document) - set(_KEYS) - set(_OPTIONAL_PAYLOAD_KEYS))
     if missing or unknown:
         raise _fail(source, f"missing keys {missing}, unknown keys {unknown}")
     if document["payload_sha256"] != _payload_checksum(document):

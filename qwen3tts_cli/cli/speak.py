@@ -63,8 +63,9 @@ def speak(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the stream below plans again and warns once, for real
         plan = tts.plan(request)
-    result = SpeakResult(pieces=plan.pieces, instruct=plan.instruct)
-    result.text, result.replacements = plan.text, plan.replacements
+    result = SpeakResult(
+        pieces=plan.pieces, instruct=plan.instruct, text=plan.text, replacements=plan.replacements
+    )
     progress = Progress.for_terminal(len(plan.pieces), quiet)
     codes = CodesCollector(len(plan.pieces)) if codes_target is not None else None
 
