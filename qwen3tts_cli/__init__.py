@@ -23,6 +23,7 @@ _PUBLIC = {
     "Synthesis": "qwen3tts_cli.tts",
     "SamplingOptions": "qwen3tts_cli.tts",
     "VoicePack": "qwen3tts_cli.voices",
+    "Lexicon": "qwen3tts_cli.lexicon",
 }
 __all__ += list(_PUBLIC)
 

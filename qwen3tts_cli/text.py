@@ -14,6 +14,9 @@ language (max 300 is roughly 20 s of speech).
 
 Style control (`parse_control`): leading `[Tag]`s and voice attributes become the instruct for models that
 take one; an explicit instruct wins over both. Warnings use `audio.warn` (a `Qwen3TTSWarning`).
+
+`plan_text` is everything done to a request's text before the model sees it (tags, lexicon, splitting):
+`TTS.plan` and `say --show-text` (which loads no model) both call it.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ import io
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from qwen3tts_cli.audio import warn
 from qwen3tts_cli.errors import Qwen3TTSError
+
+if TYPE_CHECKING:
+    from qwen3tts_cli.lexicon import Lexicon, Replacement
 
 DEFAULT_MIN_LENGTH = 30
 DEFAULT_MAX_LENGTH = 300
@@ -365,3 +371,35 @@ def parse_control(
         warn(f"this model takes no style instruction; ignoring {resolved!r}")
         return ControlledText(spoken, None, "none")
     return ControlledText(spoken, resolved, source)
+
+
+# ---- the whole text path ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedText:
+    """What the model will get: the pieces of the final text, the instruct, and the lexicon's work."""
+
+    pieces: list[str]
+    text: str  # after leading tags are removed and the lexicon is applied
+    instruct: str | None
+    replacements: list[Replacement]
+
+
+def plan_text(
+    text: str,
+    instruct: str | None = None,
+    attributes: Mapping[str, str | None] | None = None,
+    *,
+    accepts_instruct: bool = True,
+    lexicon: Lexicon | None = None,
+    split: bool = True,
+) -> PlannedText:
+    """Leading tags -> instruct (`parse_control`), then the lexicon on the rest (tags are never
+    rewritten), then the split into pieces (or one stripped piece)."""
+    controlled = parse_control(text, instruct, attributes, accepts_instruct=accepts_instruct)
+    spoken, replacements = lexicon.apply(controlled.text) if lexicon else (controlled.text, [])
+    if replacements:
+        require_speakable(spoken)  # respellings could leave only punctuation
+    pieces = list(split_text(spoken)) if split else [spoken.strip()]
+    return PlannedText(pieces, spoken, controlled.instruct, replacements)

@@ -32,8 +32,9 @@ from qwen3tts_cli.engine.prompt import (
 from qwen3tts_cli.engine.sampling import GenerationSettings
 from qwen3tts_cli.engine.scheduler import JobSpec, ScheduledRequest, Scheduler, SchedulerStats
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.lexicon import Lexicon, Replacement, for_voice
 from qwen3tts_cli.model import DEFAULT_TALKER_CONTEXT, LoadedModel
-from qwen3tts_cli.text import parse_control, split_text
+from qwen3tts_cli.text import plan_text
 from qwen3tts_cli.voices import MODE_ICL, MODE_XVECTOR, VoiceLibrary, VoicePack
 
 DEFAULT_SPEAKER = "ryan"
@@ -92,6 +93,7 @@ class Request:
     split: bool = True  # split long text at sentence ends
     batch: int = 1  # pieces generated together in one llama.cpp batch (needs a model loaded with max_batch)
     pause: float | None = None  # seconds of silence between text pieces (0..10); None: audio.DEFAULT_GAP_MS
+    lexicon: Lexicon | None = None  # respellings; a voice pack's own lexicon applies too (this one wins)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class _Plan:
     pieces: list[str]
     instruct: str | None
     request: Request
+    text: str = ""  # the text the pieces were split from (after tags and lexicon)
+    replacements: list[Replacement] = field(default_factory=list)
 
 
 class TTS:
@@ -292,6 +296,9 @@ class TTS:
         voice = fields.get("voice")
         if voice is not None and not isinstance(voice, VoicePack):
             fields["voice"] = self.voices.resolve(str(voice), talker_hidden_size=self.model.talker_hidden)
+        lexicon = fields.get("lexicon")
+        if lexicon is not None and not isinstance(lexicon, Lexicon):
+            fields["lexicon"] = Lexicon.load(lexicon)  # type: ignore[arg-type]  # a TSV path
         sampling = fields.get("sampling")
         if sampling is not None and not isinstance(sampling, SamplingOptions):
             raise TypeError("sampling must be a SamplingOptions")
@@ -339,16 +346,20 @@ class TTS:
             )
         if request.speaker is not None:
             self._check_speaker(request.speaker)
-        controlled = parse_control(
-            request.text, request.instruct, request.attributes, accepts_instruct=caps.instruct
+        planned = plan_text(
+            request.text,
+            request.instruct,
+            request.attributes,
+            accepts_instruct=caps.instruct,
+            lexicon=for_voice(request.voice, request.lexicon),
+            split=request.split,
         )
-        if kind == spec.KIND_VOICE_DESIGN and not controlled.instruct:
+        if kind == spec.KIND_VOICE_DESIGN and not planned.instruct:
             raise Qwen3TTSError(
                 "VoiceDesign needs a description of the voice",
                 'pass --instruct "A warm, low female voice" (or a leading [tag] / --gender/--age/--emotion)',
             )
-        pieces = list(split_text(controlled.text)) if request.split else [controlled.text.strip()]
-        return _Plan(pieces, controlled.instruct, request)
+        return _Plan(planned.pieces, planned.instruct, request, planned.text, planned.replacements)
 
     def _check_language(self, language: str) -> None:
         if language.lower() not in self.languages:
@@ -494,6 +505,7 @@ class AudioStream:
         self._request = request
         self.pieces = plan.pieces
         self.instruct = plan.instruct
+        self.replacements = plan.replacements  # what the lexicon changed
         self._on_codes = on_codes
         self._piece_filter = piece_filter
         pause = plan.request.pause

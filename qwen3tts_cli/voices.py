@@ -1,6 +1,6 @@
 """Voice packs: a cloned voice saved as one JSON file, and the named library of them.
 
-Schema (version 1), a JSON object with exactly these keys:
+Schema (version 1; version 2 adds the optional `lexicon`), a JSON object with exactly these keys:
 
     format               "qwen3tts-voice"
     schema_version       1
@@ -16,6 +16,8 @@ Schema (version 1), a JSON object with exactly these keys:
     name, description    free-form metadata (the library's file name is what `--voice NAME` uses)
     created              ISO 8601 UTC time
     tool_version         qwen3tts version that wrote it
+    lexicon              optional (schema 2): [[written, spoken], ...] respellings applied to the text spoken
+                         with this voice (qwen3tts_cli.lexicon); omitted when empty
     payload_sha256       sha256 of the canonical JSON of every field that changes the generated audio
 
 Optional key (absent when unset, so packs without it keep their exact bytes and checksum):
@@ -30,7 +32,9 @@ The embedding is stored as base64 of little-endian float32 bytes, not a list of 
 exact values the encoder produced, independent of any JSON parser's float handling, 4x smaller than a
 decimal list, and the sha256 is computed over exactly those bytes, so a loaded pack reproduces the same
 codes bit for bit. Codes are small integers, exact and readable as a plain list. Metadata (name,
-description, creation time) is outside the payload checksum so it can be edited by hand.
+description, creation time) is outside the payload checksum so it can be edited by hand; the lexicon
+changes what is spoken, so it is inside (change it with `qwen3tts voices lexicon`). A pack without a
+lexicon is written as schema version 1, byte for byte as before, so older qwen3tts versions still read it.
 
 Library folder: the `voices_dir` argument, else `$QWEN3TTS_VOICES_DIR`, else
 `platformdirs.user_data_dir("qwen3tts")/voices`. A pack named NAME is the file `NAME.json` there. Writes are
@@ -59,7 +63,7 @@ from qwen3tts_cli.errors import Qwen3TTSError
 from qwen3tts_cli.spec import CODEBOOK_SIZE, DIALECT_IDS, LANGUAGE_IDS, NUM_CODE_GROUPS, SAMPLE_RATE
 
 PACK_FORMAT = "qwen3tts-voice"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the optional "lexicon" and "provenance" keys
 MODEL_FAMILY = "qwen3-tts-12hz"
 MODE_ICL = "icl"
 MODE_XVECTOR = "xvector"
@@ -87,6 +91,7 @@ _KEYS = (
     "tool_version",
     "payload_sha256",
 )
+_OPTIONAL_PAYLOAD_KEYS = ("lexicon",)  # payload keys written only when set: older packs keep their checksums
 _PAYLOAD_KEYS = (
     "model_family",
     "talker_hidden_size",
@@ -127,10 +132,14 @@ class VoicePack:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     tool_version: str = __version__
     provenance: Mapping[str, Any] | None = None  # how it was made (see the module docstring)
+    lexicon: tuple[tuple[str, str], ...] = ()  # (written, spoken) respellings, see qwen3tts_cli.lexicon
 
     def __post_init__(self) -> None:
-        provenance = _normalized_provenance(self.provenance, f"voice '{self.name}'")
-        object.__setattr__(self, "provenance", provenance)
+        from qwen3tts_cli.lexicon import check_entries
+
+        source = f"voice '{self.name}'"
+        object.__setattr__(self, "provenance", _normalized_provenance(self.provenance, source))
+        object.__setattr__(self, "lexicon", check_entries(self.lexicon, source) if self.lexicon else ())
         object.__setattr__(self, "speaker_embedding", np.asarray(self.speaker_embedding, dtype="<f4"))
         if self.reference_codes is not None:
             object.__setattr__(self, "reference_codes", np.asarray(self.reference_codes, dtype=np.int64))
@@ -272,7 +281,7 @@ def _codes_document(codes: np.ndarray | None) -> dict[str, Any] | None:
 
 
 def _payload_checksum(document: dict[str, Any]) -> str:
-    payload = {key: document[key] for key in _PAYLOAD_KEYS}
+    payload = {key: document[key] for key in _PAYLOAD_KEYS + _OPTIONAL_PAYLOAD_KEYS if key in document}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return _sha256(canonical.encode("utf-8"))
 
@@ -280,7 +289,9 @@ def _payload_checksum(document: dict[str, Any]) -> str:
 def pack_to_document(pack: VoicePack) -> dict[str, Any]:
     document: dict[str, Any] = {
         "format": PACK_FORMAT,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": 2
+        if pack.lexicon or pack.provenance is not None
+        else 1,  # 1: what older readers know
         "model_family": pack.model_family,
         "talker_hidden_size": pack.talker_hidden_size,
         "mode": pack.mode,
@@ -297,6 +308,8 @@ def pack_to_document(pack: VoicePack) -> dict[str, Any]:
     }
     if pack.provenance is not None:
         document["provenance"] = dict(pack.provenance)
+    if pack.lexicon:
+        document["lexicon"] = [list(entry) for entry in pack.lexicon]
     document["payload_sha256"] = _payload_checksum(document)
     return document
 
@@ -329,7 +342,7 @@ def pack_from_document(document: Any, source: str = "") -> VoicePack:
         raise _fail(source, f'not a qwen3tts voice pack (missing "format": "{PACK_FORMAT}")')
     _check_schema_version(document.get("schema_version"), source)
     missing = [key for key in _KEYS if key not in document]
-    unknown = sorted(set(document) - set(_KEYS) - set(_OPTIONAL_KEYS))
+    unknown = sorted(set(document) - set(_KEYS) - set(_OPTIONAL_KEYS) - set(_OPTIONAL_PAYLOAD_KEYS))
     if missing or unknown:
         raise _fail(source, f"missing keys {missing}, unknown keys {unknown}")
     if document["payload_sha256"] != _payload_checksum(document):
@@ -349,6 +362,7 @@ def pack_from_document(document: Any, source: str = "") -> VoicePack:
         created=_expect(document, "created", str, source),
         tool_version=_expect(document, "tool_version", str, source),
         provenance=_normalized_provenance(document.get("provenance"), source),
+        lexicon=_decode_lexicon(document.get("lexicon", []), source),
     )
 
 
@@ -383,6 +397,17 @@ def _decode_embedding(entry: Any, source: str) -> np.ndarray:
     if len(raw) % 4 or len(raw) // 4 != entry["length"]:
         raise _fail(source, f"speaker_embedding holds {len(raw)} bytes, not {entry['length']} float32 values")
     return np.frombuffer(raw, dtype="<f4").copy()
+
+
+def _decode_lexicon(entry: Any, source: str) -> tuple[tuple[str, str], ...]:
+    from qwen3tts_cli.lexicon import check_entries
+
+    if not isinstance(entry, list) or not all(isinstance(pair, list) for pair in entry):
+        raise _fail(source, "lexicon must be a list of [written, spoken] pairs")
+    try:
+        return check_entries(entry)
+    except Qwen3TTSError as exc:
+        raise Qwen3TTSError(f"invalid voice pack {source}: {exc.message}", exc.hint) from None
 
 
 def _decode_codes(entry: Any, source: str) -> np.ndarray | None:
@@ -504,6 +529,11 @@ class VoiceLibrary:
                     f"a voice named '{pack.name}' already exists", "choose another name, or pass --force"
                 )
             return write_pack(pack, path)
+
+    def update(self, name: str, **changes: Any) -> Path:
+        """Change fields of a stored voice (e.g. lexicon=...): read, validate and rewrite under the lock."""
+        with self._lock():
+            return write_pack(replace(self.show(name), **changes), self.path_for(name))
 
     def remove(self, name: str) -> Path:
         path = self.path_for(name)

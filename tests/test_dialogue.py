@@ -341,3 +341,29 @@ def test_dialogue_cli_missing_cast_is_one_line(tmp_path: Path) -> None:
     script.write_text("[S1] Hi.\n[S2] Hello.\n", encoding="utf-8")
     result = run_cli(["dialogue", script, "-o", tmp_path / "o.wav", "--cast", "S1=vivian"], cli_env(tmp_path))
     assert_clean_error(result, "no voice for speaker(s) S2")
+
+
+def test_dialogue_turns_equal_loudness_and_shaping(converted) -> None:
+    import pyloudnorm
+
+    from qwen3tts_cli.shaping import Shaping
+
+    folder = converted("custom_voice")
+    script = parse_script("[S1] Hello there.\n[S2] Hi, how are you?\n")
+    cast = parse_cast_entries(["S1=vivian", "S2=ryan"])
+    plain = render_dialogue(
+        script, cast, _loader({"presets": folder}), DialogueSettings(seed=3, max_frames=12, pause=0.2)
+    )
+    meter = pyloudnorm.Meter(RATE)
+    levels = [meter.integrated_loudness(turn.astype(np.float64)) for turn in plain.turns]
+    assert levels[0] == pytest.approx(-20.0, abs=0.5) and levels[1] == pytest.approx(-20.0, abs=0.5)
+    fast = render_dialogue(
+        script,
+        cast,
+        _loader({"presets": folder}),
+        DialogueSettings(seed=3, max_frames=12, pause=0.2, shaping=Shaping(speed=2.0, normalize="peak")),
+    )
+    for slow_turn, fast_turn in zip(plain.turns, fast.turns, strict=True):
+        assert len(fast_turn) == round(len(slow_turn) / 2)
+    assert [round((e.end - e.start) * RATE) for e in fast.timeline] == [len(t) for t in fast.turns]
+    assert 20 * np.log10(np.max(np.abs(fast.samples))) == pytest.approx(-1.0, abs=0.05)

@@ -165,7 +165,7 @@ def test_tampered_codes_or_text_are_refused() -> None:
         (lambda d: d.__setitem__("name", "../evil"), "invalid voice name"),
         (lambda d: d.__setitem__("extra", 1), "unknown keys"),
         (lambda d: d.pop("created"), "missing keys"),
-        (lambda d: d.__setitem__("schema_version", 2), "upgrade|schema version 2"),
+        (lambda d: d.__setitem__("schema_version", 3), "upgrade|schema version 3"),
         (lambda d: d.__setitem__("format", "something"), "not a qwen3tts voice pack"),
     ],
 )

@@ -27,6 +27,13 @@ from qwen3tts_cli.cli.common import (
     status,
     usage_error,
 )
+from qwen3tts_cli.cli.shaping_options import (
+    MaxPauseOption,
+    NormalizeOption,
+    SpeedOption,
+    TrimSilenceOption,
+    shaping_from_options,
+)
 from qwen3tts_cli.errors import Qwen3TTSError
 
 if TYPE_CHECKING:
@@ -125,6 +132,10 @@ def dialogue(
     srt: Annotated[
         Path | None, typer.Option("--srt", help="Write SubRip subtitles.", rich_help_panel=MIX_PANEL)
     ] = None,
+    speed: SpeedOption = 1.0,
+    trim_silence: TrimSilenceOption = False,
+    max_pause: MaxPauseOption = None,
+    normalize: NormalizeOption = None,
     voices_dir: VoicesDirOption = None,
     quiet: QuietOption = False,
     json_out: JsonOption = False,
@@ -140,6 +151,11 @@ def dialogue(
     parsed = parse_script(read_text(None, "-")) if script == "-" else read_script(script)
     cast = _cast(cast_entries or [], cast_file, prompt_wavs or [], prompt_texts or [], voices_dir)
     cast.check_covers(parsed.speakers)
+    shaping = shaping_from_options(speed, trim_silence, max_pause, normalize)
+    if equal:
+        from qwen3tts_cli.shaping import Shaping, require_libraries
+
+        require_libraries(Shaping(normalize="loudness"))  # equal loudness measures with pyloudnorm
     if output == "-" and sys.stdout.isatty():
         raise usage_error("-o - writes audio to a terminal", "redirect it (> out.wav) or pass -o FILE")
     sink = audio.open_output(output, audio_format, channels=2 if stereo else 1)
@@ -157,6 +173,7 @@ def dialogue(
         stereo=stereo,
         equal_loudness=equal,
         batch=batch,
+        shaping=None if shaping.is_identity else shaping,
     )
     done = [0]
 
@@ -196,6 +213,7 @@ def dialogue(
         "speakers": {name: cast.get(name).describe() for name in parsed.speakers},  # type: ignore[union-attr]
         "models": {mode: str(folders[mode]) for mode in needed},
         "seed": result.seed,
+        "shaping": None if shaping.is_identity else shaping.as_dict(),
         "frames": result.frames,
         "stems": str(stems) if stems is not None else None,
         "srt": str(srt) if srt is not None else None,

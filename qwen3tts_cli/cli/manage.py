@@ -77,6 +77,7 @@ def _pack_facts(pack: Any) -> dict[str, Any]:
         "tool_version": pack.tool_version,
         "audio_sha256": pack.audio_sha256,
         "provenance": pack.provenance,  # how it was made (e.g. designed: description, seed, models)
+        "lexicon_entries": len(pack.lexicon),
     }
 
 
@@ -125,6 +126,25 @@ def voices_show(
                 print(f"  {inner + ':':18} {shown}")
             continue
         print(f"{key + ':':20} {'' if value is None else value}")
+
+
+@voices_app.command("lexicon")
+def voices_lexicon(
+    name: Annotated[str, typer.Argument(help="Library name of the voice.")],
+    file: Annotated[
+        Path | None, typer.Argument(help="TSV lexicon (written<TAB>spoken per line) to keep with the voice.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the voice's lexicon.")] = False,
+    voices_dir: VoicesDirOption = None,
+) -> None:
+    """Set (or --clear) the pronunciation lexicon a voice always uses (see `say --lexicon`)."""
+    from qwen3tts_cli.lexicon import Lexicon
+
+    if (file is None) == (not clear):
+        raise usage_error("pass a lexicon FILE or --clear", "e.g. `qwen3tts voices lexicon me fixes.tsv`")
+    entries = Lexicon.load(file).entries if file is not None else ()
+    path = _library(voices_dir).update(name, lexicon=entries)
+    print(f"{path}: {len(entries)} lexicon entries" if entries else f"{path}: lexicon cleared")
 
 
 @voices_app.command("rm")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,7 +35,7 @@ from qwen3tts_cli.cli.shaping_options import (
     check_pause,
     shaping_from_options,
 )
-from qwen3tts_cli.cli.speak import open_sinks, output_target, report, speak, summary
+from qwen3tts_cli.cli.speak import SpeakResult, open_sinks, output_target, report, speak, summary
 from qwen3tts_cli.cli.voice import (
     GenerationChoice,
     VoiceChoice,
@@ -154,6 +154,22 @@ def say(
         ),
     ] = None,
     no_split: Annotated[bool, typer.Option("--no-split", help="Speak the text as one piece.")] = False,
+    lexicon_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--lexicon",
+            help="Respellings applied before the text is tokenized: a UTF-8 TSV of written<TAB>spoken lines "
+            "(README: Pronunciation). A --voice pack's own lexicon applies too; this file wins.",
+        ),
+    ] = None,
+    show_text: Annotated[
+        bool,
+        typer.Option(
+            "--show-text",
+            help="Print the text the model would get, one piece per line (after [tags] and lexicon; the "
+            "instruct on stderr), and exit without loading a model.",
+        ),
+    ] = False,
     batch: Annotated[
         int | None,
         typer.Option(
@@ -199,8 +215,6 @@ def say(
     json_out: JsonOption = False,
 ) -> None:
     """Speak text into an audio file, stdout or the speakers (shaping options buffer the utterance)."""
-    from qwen3tts_cli.tts import SamplingOptions
-
     started = time.perf_counter()
     choice = VoiceChoice(
         speaker=speaker,
@@ -218,10 +232,16 @@ def say(
     mode = choice.mode()
     chosen = model_for(model_argument(model, model_dir), mode, choice.styled or tagged)
     check_catalog_names(chosen, choice)
+    lexicon = _read_lexicon(lexicon_file)
+    if show_text:
+        _show_text(spoken, choice, chosen, lexicon, not no_split, voices_dir, quiet, json_out)
+        return
     target, play = output_target(output, play)
     sinks = open_sinks(target, audio_format, play)
     codes_target = check_codes_target(codes_out) if codes_out is not None else None
     shaping, pause = shaping_from_options(speed, trim_silence, max_pause, normalize), check_pause(pause)
+    from qwen3tts_cli.tts import SamplingOptions  # here: --show-text never imports the engine
+
     sampling = SamplingOptions(
         greedy=greedy,
         temperature=temperature,
@@ -237,10 +257,74 @@ def say(
     pieces_together = batch_size(batch, spoken, not no_split, play)
     generation = GenerationChoice(sampling, seed, max_frames, not no_split, streaming_text, pieces_together)
     with load_tts(chosen, mode, quant, threads, exact, voices_dir, quiet, pieces_together) as tts:
-        request = replace(build_request(tts, spoken, choice, generation), pause=pause)
+        request = replace(build_request(tts, spoken, choice, generation), pause=pause, lexicon=lexicon)
         result = speak(tts, request, sinks, codes_target, quiet, shaping)
     facts = summary(tts, target, audio_format, play, request, result, codes_target, started)
+    facts |= _lexicon_facts(request, result)
     report(facts, target, quiet, json_out)
+
+
+def _read_lexicon(file: Path | None) -> Any:
+    """--lexicon, read before any model is resolved: a bad line fails before a download."""
+    if file is None:
+        return None
+    from qwen3tts_cli.lexicon import Lexicon
+
+    return Lexicon.load(file)
+
+
+def _lexicon_facts(request: Any, result: SpeakResult) -> dict[str, Any]:
+    """--json: the final text and every replacement, when a lexicon (--lexicon or the pack's) was used."""
+    if request.lexicon is None and not (request.voice is not None and request.voice.lexicon):
+        return {}
+    return {"text": result.text, "replacements": [asdict(r) for r in result.replacements]}
+
+
+def _show_text(
+    spoken: str,
+    choice: VoiceChoice,
+    model: str | Path,
+    lexicon: Any,
+    split: bool,
+    voices_dir: Path | None,
+    quiet: bool,
+    json_out: bool,
+) -> None:
+    """--show-text: the same text path as TTS.plan (`text.plan_text`), with no model resolved or loaded."""
+    from qwen3tts_cli import catalog
+    from qwen3tts_cli.cli.common import print_json, status
+    from qwen3tts_cli.lexicon import for_voice
+    from qwen3tts_cli.text import plan_text
+    from qwen3tts_cli.voices import VoiceLibrary
+
+    pack = VoiceLibrary(voices_dir).resolve(choice.voice) if choice.voice is not None else None
+    entry = catalog.find(model) if isinstance(model, str) else None
+    planned = plan_text(
+        spoken,
+        choice.design if choice.design is not None else choice.instruct,
+        choice.attributes or None,
+        accepts_instruct=entry.capabilities.instruct if entry is not None else True,
+        lexicon=for_voice(pack, lexicon),
+        split=split,
+    )
+    replacements = [asdict(r) for r in planned.replacements]
+    if json_out:
+        print_json(
+            {
+                "text": planned.text,
+                "pieces": planned.pieces,
+                "instruct": planned.instruct,
+                "replacements": replacements,
+            }
+        )
+        return
+    for piece in planned.pieces:
+        print(piece)
+    if planned.instruct is not None:
+        status(f"instruct: {planned.instruct}")
+    if replacements and not quiet:
+        used = (f"{r['written']} -> {r['spoken']} x{r['count']}" for r in replacements)
+        status("lexicon: " + ", ".join(used))
 
 
 def _attributes(**values: str | None) -> dict[str, str]:

@@ -54,6 +54,8 @@ class SpeakResult:
     pieces: list[str] = field(default_factory=list)
     instruct: str | None = None
     shaping: dict[str, Any] | None = None  # what was applied, with the length before it
+    text: str = ""  # what the pieces were split from (after tags and lexicon)
+    replacements: list[Any] = field(default_factory=list)  # lexicon.Replacement
 
 
 def speak(
@@ -70,7 +72,9 @@ def speak(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the stream below plans again and warns once, for real
         plan = tts.plan(request)
-    result = SpeakResult(pieces=plan.pieces, instruct=plan.instruct)
+    result = SpeakResult(
+        pieces=plan.pieces, instruct=plan.instruct, text=plan.text, replacements=plan.replacements
+    )
     progress = Progress.for_terminal(len(plan.pieces), quiet)
     codes = CodesCollector(len(plan.pieces)) if codes_target is not None else None
 
