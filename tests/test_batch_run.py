@@ -349,7 +349,9 @@ def test_a_stop_signal_exits_cleanly_and_keeps_finished_lines(
     )
     manifest = out / MANIFEST_NAME
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None and not manifest.exists():
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.exists() and manifest.read_bytes().count(b"\n") >= 1:
+            break
         time.sleep(0.02)
     assert process.poll() is None, "the list finished before it could be stopped"
     process.send_signal(signum)
@@ -378,3 +380,34 @@ def test_one_run_per_output_folder_and_stale_parts_removed(tmp_path: Path) -> No
     assert report.results == [] and sorted(p.name for p in tmp_path.iterdir()) == ["keep.wav"]
     with folder_lock(tmp_path), pytest.raises(Qwen3TTSError, match="another batch run is writing"):
         run_batch([], never, {}, BatchSettings(out_dir=tmp_path))
+
+
+def test_line_lexicon_respells_before_speaking_and_is_recorded(converted, tmp_path: Path) -> None:
+    from qwen3tts_cli.longform.lists import read_list
+
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    (tmp_path / "fixes.tsv").write_text("gif\tjif\n", encoding="utf-8")
+    (tmp_path / "broken.tsv").write_text("only one column\n", encoding="utf-8")
+    listing = _jsonl(
+        tmp_path / "list.jsonl",
+        [
+            {"name": "fixed", "text": "GIF files.", "speaker": "ryan", "seed": 4, "lexicon": "fixes.tsv"},
+            {"name": "bad", "text": "GIF files.", "speaker": "ryan", "lexicon": "broken.tsv"},
+        ],
+    )
+    out = tmp_path / "out"
+    loads: list[str] = []
+    report = run_batch(
+        read_list(listing).lines,
+        _loader({"presets": model}, loads),
+        {"presets": "cv"},
+        BatchSettings(out_dir=out, max_frames=6),
+    )
+    fixed, bad = sorted(report.results, key=lambda r: r.line)
+    assert fixed.status == "ok" and fixed.replacements == [{"written": "gif", "spoken": "jif", "count": 1}]
+    assert bad.status == "failed" and bad.line == 2 and "broken.tsv" in (bad.reason or "")
+    with TTS.load(model, threads=1, exact=True) as tts:
+        alone = tts.synthesize("jif files.", speaker="ryan", seed=4, max_frames=6).samples
+    np.testing.assert_array_equal(read_pcm16(out / "fixed.wav"), np.round(np.clip(alone, -1, 1) * 32767))
+    record = json.loads((out / MANIFEST_NAME).read_text())
+    assert record["replacements"] == fixed.replacements and len(record["options"]["lexicon"]) == 64

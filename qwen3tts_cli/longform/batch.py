@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from qwen3tts_cli.spec import SAMPLE_RATE
 
 if TYPE_CHECKING:
     from qwen3tts_cli.convert.manifest import Manifest as ModelManifest
+    from qwen3tts_cli.lexicon import Lexicon
     from qwen3tts_cli.tts import TTS, SamplingOptions
     from qwen3tts_cli.voices import VoicePack
 
@@ -67,6 +68,7 @@ class LineResult:
     frames: int = 0
     seed: int | None = None
     model: str | None = None
+    replacements: list[dict[str, Any]] = field(default_factory=list)  # what the line's lexicon changed
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,7 @@ class LineResult:
             "seconds": round(self.seconds, 3),
             "frames": self.frames,
             "seed": self.seed,
+            "replacements": self.replacements,
         }
 
 
@@ -280,6 +283,7 @@ class _Runner:
         self.settle = settle
         self._clones: dict[tuple[str, str | None, bool], VoicePack] = {}
         self._packs: dict[str, VoicePack] = {}
+        self._lexicons: dict[Path, Lexicon] = {}
 
     def run(self, group: list[tuple[ListLine, dict[str, Any]]]) -> None:
         jobs: list[Job] = []
@@ -303,7 +307,8 @@ class _Runner:
                 if done.error is not None or done.samples is None:
                     self._fail(item, seed, done.error)
                     continue
-                self._finish(item, identity, seed, done.samples, done.frames)
+                replaced = [asdict(r) for r in done.replacements]
+                self._finish(item, identity, seed, done.samples, done.frames, replaced)
         for item, identity, seed in dialogues:
             self._dialogue(item, identity, seed)
 
@@ -320,6 +325,7 @@ class _Runner:
             "seed": seed,
             "max_frames": self.settings.max_frames,
             "sampling": self.settings.sampling,
+            "lexicon": self._lexicon(item.lexicon) if item.lexicon is not None else None,
         }
         if item.design is not None:
             options["instruct"] = item.design
@@ -330,6 +336,13 @@ class _Runner:
         else:
             options.update(speaker=item.speaker, instruct=item.instruct)
         return options
+
+    def _lexicon(self, path: Path) -> Lexicon:
+        from qwen3tts_cli.lexicon import Lexicon
+
+        if path not in self._lexicons:
+            self._lexicons[path] = Lexicon.load(path)
+        return self._lexicons[path]
 
     def _pack(self, name: str) -> VoicePack:
         if name not in self._packs:
@@ -380,7 +393,13 @@ class _Runner:
         self._finish(item, identity, seed, result.samples, result.frames)
 
     def _finish(
-        self, item: ListLine, identity: dict[str, Any], seed: int, samples: np.ndarray, frames: int
+        self,
+        item: ListLine,
+        identity: dict[str, Any],
+        seed: int,
+        samples: np.ndarray,
+        frames: int,
+        replacements: list[dict[str, Any]] | None = None,
     ) -> None:
         from qwen3tts_cli.audio import write_audio
 
@@ -403,9 +422,12 @@ class _Runner:
             "seconds": round(seconds, 3),
             "sha256": digest,
             "status": OK,
+            "replacements": replacements or [],
         }
         self.manifest.append(record)
-        result = LineResult(item.line, item.name, OK, item.output, None, seconds, frames, seed, self.model)
+        result = LineResult(
+            item.line, item.name, OK, item.output, None, seconds, frames, seed, self.model, replacements or []
+        )
         self.settle(result)
 
     def _fail(self, item: ListLine, seed: int, error: BaseException | None) -> None:
@@ -428,20 +450,12 @@ def _inside(folder: Path, output: str) -> Path:
     return target
 
 
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
-
 def _check_shaping(item: ListLine) -> None:
-    """A line's speed needs the shaping extra, its lexicon the lexicon module: a per-line failure if not."""
+    """A line's speed needs the shaping extra: a per-line failure naming it when missing."""
     if item.speed is not None and item.speed != 1.0:
         from qwen3tts_cli.shaping import Shaping, require_libraries
 
         require_libraries(Shaping(speed=item.speed))
-    if item.lexicon is not None and not _has_module("qwen3tts_cli.lexicon"):
-        raise Qwen3TTSError("lexicon is not supported by this version", "drop the line's lexicon")
 
 
 def _shaped(samples: np.ndarray, item: ListLine) -> np.ndarray:

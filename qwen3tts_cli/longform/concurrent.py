@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +33,7 @@ class Done:
     frames: int
     pieces: list[str]
     error: BaseException | None = None
+    replacements: list[Any] = field(default_factory=list)  # lexicon.Replacement: what the lexicon changed
 
 
 class _Streams:
@@ -63,7 +64,7 @@ class _Streams:
             with self._lock:
                 self._open.discard(stream)
         samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-        return Done(job.key, samples, frames, list(stream.pieces))
+        return Done(job.key, samples, frames, list(stream.pieces), None, list(stream.replacements))
 
     def cancel_all(self) -> None:
         with self._lock:

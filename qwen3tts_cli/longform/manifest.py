@@ -4,7 +4,7 @@ A record is appended (flushed and fsynced) right after its output file was renam
 any moment leaves at worst a torn last line, which is ignored when read. Records are JSON objects:
 
     {"name", "output", "line", "text", "voice", "options", "model", "seed", "frames", "seconds",
-     "sha256", "status": "ok"}
+     "sha256", "status": "ok", "replacements"}
 
 `options.seed` is the seed the line asked for (null: random), `seed` the one used. A line is done when the
 latest record of its name has the same text, voice, options and model, and its output file still has the
