@@ -187,6 +187,8 @@ def test_resume_skips_redoes_changed_and_deleted_lines(converted, tmp_path: Path
     assert json.loads(next(r for r in records if '"one"' in r))["text"] == "Hello there, again."
     forced = run_cli([*args, "--force"], env)
     assert set(_statuses(forced).values()) == {"ok"}
+    quiet = run_cli([*args[: -len(COMMON) - 1], *COMMON, "--quiet"], env)  # no --json
+    assert quiet.code == 0 and quiet.stderr == "" and quiet.stdout == b""
 
 
 def test_sigkill_mid_list_then_rerun_loses_nothing(converted, tmp_path: Path) -> None:
@@ -325,6 +327,12 @@ def test_line_speed_changes_the_tempo_of_that_line_only(converted, tmp_path: Pat
     assert [r.status for r in report.results] == ["ok", "ok"], [r.reason for r in report.results]
     plain, fast = read_pcm16(out / "plain.wav"), read_pcm16(out / "fast.wav")
     assert len(fast) == round(len(plain) / 2.0)
+    from qwen3tts_cli.shaping import Shaping, shape
+
+    with TTS.load(model, threads=1, exact=True) as tts:
+        alone = tts.synthesize(rows[0]["text"], speaker="ryan", seed=2, max_frames=12).samples
+    expected = shape(alone, RATE, Shaping(speed=2.0))  # what `say --speed 2` writes
+    np.testing.assert_array_equal(fast, np.round(np.clip(expected, -1, 1) * 32767))
     records = {r["name"]: r for r in map(json.loads, (out / MANIFEST_NAME).read_text().splitlines())}
     assert records["fast"]["options"]["speed"] == 2.0 and records["plain"]["options"]["speed"] is None
 
@@ -411,3 +419,21 @@ def test_line_lexicon_respells_before_speaking_and_is_recorded(converted, tmp_pa
     np.testing.assert_array_equal(read_pcm16(out / "fixed.wav"), np.round(np.clip(alone, -1, 1) * 32767))
     record = json.loads((out / MANIFEST_NAME).read_text())
     assert record["replacements"] == fixed.replacements and len(record["options"]["lexicon"]) == 64
+
+
+def test_progress_draws_only_when_enabled(capsys) -> None:
+    from qwen3tts_cli.cli.batch import _Progress
+    from qwen3tts_cli.longform.batch import LineResult
+
+    drawn = _Progress(total=4, failed=1, enabled=True)
+    drawn.line(LineResult(1, "a", "skipped", "a.wav"))
+    drawn.line(LineResult(2, "b", "ok", "b.wav", seconds=2.5))
+    drawn.line(LineResult(3, "c", "failed", "c.wav", reason="unknown speaker 'x'"))
+    drawn.close()
+    err = capsys.readouterr().err
+    assert "lines 2/4 done, 1 failed, 2.5 s audio, ETA" in err
+    assert "error: line 3 (c): unknown speaker 'x'" in err and err.endswith("\r\x1b[K")
+    silent = _Progress(total=2, failed=0, enabled=False)
+    silent.line(LineResult(1, "a", "ok", "a.wav", seconds=1.0))
+    silent.close()
+    assert capsys.readouterr().err == ""
