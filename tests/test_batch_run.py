@@ -437,3 +437,39 @@ def test_progress_draws_only_when_enabled(capsys) -> None:
     silent.line(LineResult(1, "a", "ok", "a.wav", seconds=1.0))
     silent.close()
     assert capsys.readouterr().err == ""
+
+
+def test_voice_pack_file_relative_to_the_list_and_x_vector_reference(
+    converted, tmp_path: Path, golden
+) -> None:
+    from qwen3tts_cli.longform.lists import read_list
+    from qwen3tts_cli.voices import write_pack
+
+    base = converted(spec.KIND_BASE)
+    ref = _ref(tmp_path / "me.wav", golden)
+    (tmp_path / "packs").mkdir()
+    with TTS.load(base, threads=1, exact=True) as tts:
+        pack = tts.clone(ref, "What I said.", name="me")
+        write_pack(pack, tmp_path / "packs" / "me.json")
+        alone = tts.synthesize("Read by the pack.", voice=pack, seed=6, max_frames=6).samples
+    listing = _jsonl(
+        tmp_path / "list.jsonl",
+        [
+            {"name": "packed", "text": "Read by the pack.", "voice": "packs/me.json", "seed": 6},
+            {"name": "xvec", "text": "Embedding only.", "ref_audio": "me.wav", "seed": 6},
+        ],
+    )
+    out = tmp_path / "out"
+    loads: list[str] = []
+    report = run_batch(
+        read_list(listing).lines,
+        _loader({"clone": base}, loads),
+        {"clone": "base"},
+        BatchSettings(out_dir=out, max_frames=6),
+    )
+    assert [r.status for r in report.results] == ["ok", "ok"], [r.reason for r in report.results]
+    np.testing.assert_array_equal(read_pcm16(out / "packed.wav"), np.round(np.clip(alone, -1, 1) * 32767))
+    records = {r["name"]: r for r in map(json.loads, (out / MANIFEST_NAME).read_text().splitlines())}
+    assert records["packed"]["voice"]["voice"] == str(tmp_path / "packs" / "me.json")
+    assert len(records["packed"]["voice"]["sha256"]) == 64
+    assert records["xvec"]["voice"]["ref_text"] is None  # no transcript: x-vector clone

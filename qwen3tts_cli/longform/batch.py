@@ -172,8 +172,8 @@ def plan_batch(
                     item.name,
                     SKIPPED,
                     item.output,
-                    seconds=float(record.get("seconds", 0.0)),
-                    frames=int(record.get("frames", 0)),
+                    seconds=_number(record.get("seconds")),
+                    frames=int(_number(record.get("frames"))),
                     seed=record.get("seed"),
                     model=record.get("model"),
                 )
@@ -259,6 +259,10 @@ def remove_stale_parts(folder: Path) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _random_seed() -> int:

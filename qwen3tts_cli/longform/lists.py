@@ -10,8 +10,8 @@ Formats (README "Batch lists"), detected per file:
      transcription carries `[S1]`/`[S2]` markers it is a merged two-speaker prompt and the text is a dialogue;
   6  ZipVoice split prompts `{wav_name}\\t{spk1_text}\\t{spk2_text}\\t{spk1_wav}\\t{spk2_wav}\\t{text}`:
      a two-speaker dialogue, each speaker cloned from their own prompt.
-Paths (prompts, `ref_audio`, `lexicon`) are relative to the list file. Blank lines and lines starting with
-`#` are skipped. Each line is decoded on its own, so one bad byte costs one line.
+Paths (prompts, `ref_audio`, `lexicon`, a `voice` pack file) are relative to the list file. Blank lines
+and lines starting with `#` are skipped. Each line is decoded on its own, so one bad byte costs one line.
 
 A name is an output file stem: the output is `DIR/NAME.EXT` (EXT from the line's `format`, else the
 command line's, else wav); a trailing audio extension is dropped (`a.wav` -> `a`). Names must stay inside
@@ -333,7 +333,7 @@ def _json_line(number: int, text: str, base: Path) -> ListLine:
         format=_format(fmt, name) if fmt is not None else "",
         form=JSON_LINE,
         speaker=_nonempty(document, "speaker", name),
-        voice=_nonempty(document, "voice", name),
+        voice=_voice_value(_nonempty(document, "voice", name), base),
         ref_audio=_path(document["ref_audio"], base, name) if "ref_audio" in document else None,
         ref_text=ref_text,
         design=_nonempty(document, "design", name),
@@ -352,6 +352,14 @@ def _nonempty(document: dict[str, Any], key: str, name: str) -> str | None:
     if not value:
         raise _Bad(f"{key} is empty", name)
     return value
+
+
+def _voice_value(value: str | None, base: Path) -> str | None:
+    """A pack file (has a separator or ends in .json) is relative to the list; a library name stays."""
+    if value is None or not ("/" in value or os.sep in value or value.endswith(".json")):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
 
 
 def _with_defaults(item: ListLine, defaults: ListDefaults) -> ListLine:
