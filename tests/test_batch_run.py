@@ -473,3 +473,43 @@ def test_voice_pack_file_relative_to_the_list_and_x_vector_reference(
     assert records["packed"]["voice"]["voice"] == str(tmp_path / "packs" / "me.json")
     assert len(records["packed"]["voice"]["sha256"]) == 64
     assert records["xvec"]["voice"]["ref_text"] is None  # no transcript: x-vector clone
+
+
+def test_mixed_kinds_load_one_model_at_a_time_from_repeated_model_dirs(
+    converted, tmp_path: Path, golden
+) -> None:
+    custom, design, base = (
+        converted(k) for k in (spec.KIND_CUSTOM_VOICE, spec.KIND_VOICE_DESIGN, spec.KIND_BASE)
+    )
+    _ref(tmp_path / "me.wav", golden)
+    listing = _jsonl(
+        tmp_path / "list.jsonl",
+        [
+            {"name": "cloned", "text": "A cloned line.", "ref_audio": "me.wav", "ref_text": "What I said."},
+            {"name": "designed", "text": "A designed line.", "design": "A deep, slow voice.", "seed": 8},
+            {"name": "preset", "text": "A preset line.", "speaker": "vivian"},
+        ],
+    )
+    out = tmp_path / "out"
+    dirs = ["--model-dir", base, "--model-dir", custom, "--model-dir", design]
+    result = run_cli(
+        ["batch", listing, "--out-dir", out, *dirs, "--seed", "1", "--json", *COMMON], cli_env(tmp_path)
+    )
+    assert result.code == 0, result.stderr
+    facts = result.json()
+    assert facts["done"] == 3 and {row["name"]: row["seed"] for row in facts["lines"]} == {
+        "cloned": 1,
+        "designed": 8,
+        "preset": 1,
+    }
+    with TTS.load(design, threads=1, exact=True) as tts:
+        alone = tts.synthesize(
+            "A designed line.", instruct="A deep, slow voice.", seed=8, max_frames=6
+        ).samples
+    np.testing.assert_array_equal(read_pcm16(out / "designed.wav"), np.round(np.clip(alone, -1, 1) * 32767))
+    models = {r["name"]: r["model"] for r in map(json.loads, (out / MANIFEST_NAME).read_text().splitlines())}
+    assert [models[n].split("/")[0] for n in ("cloned", "designed", "preset")] == [
+        "base",
+        "voice_design",
+        "custom_voice",
+    ]
