@@ -513,3 +513,24 @@ def test_mixed_kinds_load_one_model_at_a_time_from_repeated_model_dirs(
         "voice_design",
         "custom_voice",
     ]
+
+
+def test_without_model_options_the_cached_catalog_default_is_used_and_dry_run_sees_it(
+    converted, tmp_path: Path
+) -> None:
+    import shutil
+
+    from qwen3tts_cli import catalog
+
+    env = cli_env(tmp_path)
+    default = catalog.default_model(catalog.MODE_PRESETS).name
+    shutil.copytree(converted(spec.KIND_CUSTOM_VOICE), tmp_path / "cache" / "models" / default / "f32")
+    listing = _jsonl(tmp_path / "list.jsonl", ROWS[:2])
+    out = tmp_path / "out"
+    args = ["batch", listing, "--out-dir", out, "-q", "f32", *COMMON]
+    first = run_cli([*args, "--json"], env)
+    assert first.code == 0, first.stderr
+    assert first.json()["done"] == 2
+    dry = run_cli([*args, "--dry-run"], env)
+    assert dry.code == 0, dry.stderr
+    assert [line.split()[0] for line in dry.out.splitlines()] == ["skip", "skip"]

@@ -134,7 +134,7 @@ def batch(
     given = [*(models or []), *(str(d) for d in (model_dirs or []))]
     needed = modes_needed(lines)
     if dry_run:
-        _dry_run(lines, bad, settings, _local_model_ids(given), json_out)
+        _dry_run(lines, bad, settings, _local_model_ids(given, needed, lines, quant), json_out)
         return
     folders, ids = _resolve_models(given, needed, lines, quant, quiet)
     progress = _Progress(len(lines) + len(bad), len(bad), enabled=not quiet and sys.stderr.isatty())
@@ -224,20 +224,36 @@ def _resolve_models(
     return folders, ids
 
 
-def _local_model_ids(given: list[str]) -> dict[str, str]:
-    """For --dry-run: identities of models given as converted folders (nothing is downloaded or loaded)."""
+def _local_model_ids(
+    given: list[str], modes: list[str], lines: list[ListLine], quant: str | None
+) -> dict[str, str]:
+    """For --dry-run: identities of the models already converted on disk (nothing downloaded or loaded)."""
     from qwen3tts_cli import catalog, hub
     from qwen3tts_cli.convert.manifest import verify
     from qwen3tts_cli.longform.batch import model_id
 
+    def on_disk(name: str) -> Path | None:
+        folder = Path(name).expanduser()
+        if not folder.is_dir() and catalog.find(name) is not None:
+            folder = hub.model_dir(name, quant or catalog.DEFAULT_QUANT)
+        return folder if folder.is_dir() and hub.is_converted(folder) else None
+
     ids: dict[str, str] = {}
     for name in given:
-        folder = Path(name).expanduser()
-        if folder.is_dir() and hub.is_converted(folder):
+        folder = on_disk(name)
+        if folder is not None:
             manifest = verify(folder, checksums=False)
             for mode, kind in catalog.KIND_FOR_MODE.items():
                 if kind == manifest.kind:
                     ids[mode] = model_id(manifest)
+    if any(on_disk(name) is None for name in given):
+        return ids  # a given model of unknown kind: a default could be the wrong one
+    for mode in modes:
+        if mode not in ids:
+            styled = any(item.instruct for item in lines if item.mode == mode)
+            folder = on_disk(catalog.default_model(mode, instruct=styled).name)
+            if folder is not None:
+                ids[mode] = model_id(verify(folder, checksums=False))
     return ids
 
 
