@@ -211,13 +211,14 @@ def test_sigkill_mid_list_then_rerun_loses_nothing(converted, tmp_path: Path) ->
     deadline = time.monotonic() + 240
     manifest = out / MANIFEST_NAME
     while time.monotonic() < deadline and process.poll() is None:
-        if manifest.exists() and manifest.read_bytes().count(b"\n") >= 1:
+        if manifest.exists() and b'"status": "ok"' in manifest.read_bytes():
             break
         time.sleep(0.02)
     assert process.poll() is None, "the list finished before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    before = {json.loads(line)["name"] for line in manifest.read_text().splitlines() if line.strip()}
+    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    before = {r["name"] for r in records if r["status"] == "ok"}
     assert 1 <= len(before) < len(rows)
     stamps = {name: (out / f"{name}.wav").stat().st_mtime_ns for name in before}
     (out / ".l7.wav.k1ll3d.part").write_bytes(b"RIFF")  # what a kill in the middle of a write leaves
@@ -358,7 +359,7 @@ def test_a_stop_signal_exits_cleanly_and_keeps_finished_lines(
     manifest = out / MANIFEST_NAME
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
-        if manifest.exists() and manifest.read_bytes().count(b"\n") >= 1:
+        if manifest.exists() and b'"status": "ok"' in manifest.read_bytes():
             break
         time.sleep(0.02)
     assert process.poll() is None, "the list finished before it could be stopped"
@@ -367,7 +368,7 @@ def test_a_stop_signal_exits_cleanly_and_keeps_finished_lines(
     assert process.returncode == code, stderr
     assert b"Traceback" not in stderr
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
-    assert 1 <= len(records) < len(rows)
+    assert 1 <= len([r for r in records if r["status"] == "ok"]) < len(rows)
     written = sorted(p.name for p in out.iterdir())
     assert written == sorted([MANIFEST_NAME, *(r["output"] for r in records)])  # no temp files, no partials
 
@@ -534,3 +535,19 @@ def test_without_model_options_the_cached_catalog_default_is_used_and_dry_run_se
     dry = run_cli([*args, "--dry-run"], env)
     assert dry.code == 0, dry.stderr
     assert [line.split()[0] for line in dry.out.splitlines()] == ["skip", "skip"]
+
+
+def test_a_file_the_user_had_is_never_overwritten_without_force(converted, tmp_path: Path) -> None:
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "two.wav").write_bytes(b"my own recording")
+    listing = _jsonl(tmp_path / "list.jsonl", ROWS)
+    args = ["batch", listing, "--out-dir", out, "--model-dir", model, "--json", *COMMON]
+    result = run_cli(args, cli_env(tmp_path))
+    assert result.code == 1
+    assert _statuses(result) == {"one": "ok", "two": "failed", "three": "ok"}
+    assert "error: line 2 (two): two.wav is already in" in result.stderr and "--force" in result.stderr
+    assert (out / "two.wav").read_bytes() == b"my own recording"
+    forced = run_cli([*args, "--force"], cli_env(tmp_path))
+    assert forced.code == 0 and read_pcm16(out / "two.wav").size > 0

@@ -179,8 +179,19 @@ def plan_batch(
                 )
             )
             continue
+        if not settings.force and _foreign(settings.out_dir, manifest, item):
+            reason = f"{item.output} is already in {settings.out_dir} and not from a batch run"
+            hint = "move it away, rename the line, or pass --force to overwrite it"
+            settled.append(LineResult(item.line, item.name, FAILED, item.output, f"{reason} ({hint})"))
+            continue
         to_run.append((item, identity))
     return to_run, settled
+
+
+def _foreign(folder: Path, manifest: Manifest | None, item: ListLine) -> bool:
+    """An existing file at the line's output that no manifest record names: the user's, not ours."""
+    exists = (folder / item.output).exists() or (folder / item.output).is_symlink()
+    return exists and (manifest is None or not manifest.owns(item.name, item.output))
 
 
 def run_batch(
@@ -410,6 +421,7 @@ class _Runner:
         try:
             samples = _shaped(samples, item)
             target = _inside(self.settings.out_dir, item.output)
+            self.manifest.append({"name": item.name, "output": item.output, "status": "writing"})
             write_audio(str(target), [samples], item.format)
             digest = sha256_file(target)
         except (Qwen3TTSError, OSError) as exc:

@@ -6,6 +6,9 @@ any moment leaves at worst a torn last line, which is ignored when read. Records
     {"name", "output", "line", "text", "voice", "options", "model", "seed", "frames", "seconds",
      "sha256", "status": "ok", "replacements"}
 
+Before an output is written, a `{"name", "output", "status": "writing"}` record says the file is ours, so
+a rerun may replace it even when the run was killed between the rename and the final record (a file in
+DIR that no record names is the user's, and is never overwritten without --force).
 `options.seed` is the seed the line asked for (null: random), `seed` the one used. A line is done when the
 latest record of its name has the same text, voice, options and model, and its output file still has the
 recorded sha256. At the end of a run the file is rewritten compacted (latest record per name whose output
@@ -53,6 +56,11 @@ class Manifest:
             return target.is_file() and sha256_file(target) == record.get("sha256")
         except OSError:
             return False
+
+    def owns(self, name: str, output: str) -> bool:
+        """Whether a batch run wrote (or was writing) this output: it may be replaced."""
+        record = self.records.get(name)
+        return record is not None and record.get("output") == output
 
     def append(self, record: dict[str, Any]) -> None:
         """Add a record durably; a torn last line (a kill mid-write) is closed off first."""
