@@ -237,3 +237,31 @@ def test_any_bytes_give_lines_and_numbered_errors(content: bytes) -> None:
     assert len({e.line for e in parsed.errors} | {line.line for line in parsed.lines}) == len(
         parsed.errors
     ) + len(parsed.lines)
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "fragment"),
+    [
+        (["-s", "ryan", "--voice", "me"], 2, "--speaker and --voice both given"),
+        (["--voice", "me", "--instruct", "Loud."], 2, "--instruct styles a preset speaker"),
+        (["--format", "aiff"], 2, "unknown --format 'aiff'"),
+        (["--design", " "], 2, "--design needs a description"),
+    ],
+)
+def test_command_line_problems_are_one_error(tmp_path: Path, capsys, extra, code, fragment) -> None:
+    from qwen3tts_cli.cli.app import run
+
+    listing = tmp_path / "list.tsv"
+    listing.write_text("a\tHello.\n", encoding="utf-8")
+    assert run(["batch", str(listing), "--out-dir", str(tmp_path / "out"), *extra]) == code
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_list_is_one_error(tmp_path: Path, capsys) -> None:
+    from qwen3tts_cli.cli.app import run
+
+    assert run(["batch", str(tmp_path / "nope.jsonl"), "--out-dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: list file not found") and err.count("\n") == 1
