@@ -367,6 +367,7 @@ def test_a_stop_signal_exits_cleanly_and_keeps_finished_lines(
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr
     assert b"Traceback" not in stderr
+    assert b"the finished lines are kept in" in stderr
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert 1 <= len([r for r in records if r["status"] == "ok"]) < len(rows)
     written = sorted(p.name for p in out.iterdir())

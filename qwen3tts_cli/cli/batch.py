@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 VOICE_PANEL = "Voice (short TSV lines and lines without one)"
 EXIT_FAILED_LINES = 1
+EXIT_INTERRUPTED = 130  # as cli/app.py: 128 + SIGINT
 
 
 def batch(
@@ -150,14 +151,15 @@ def batch(
 
     try:
         report = run_batch(lines, load, ids, settings, progress.line)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (cli/app.py raises SystemExit)
+        code = EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else stop.code
         progress.close()
         print(
-            f"error: interrupted; the finished lines are kept in {out_dir} (run the same command again to "
-            "finish the rest)",
+            f"error: {'interrupted' if code == EXIT_INTERRUPTED else 'stopped'}; the finished lines are kept "
+            f"in {out_dir} (run the same command again to finish the rest)",
             file=sys.stderr,
         )
-        raise SystemExit(130) from None
+        raise SystemExit(code) from None
     finally:
         progress.close()
     failed = report.count("failed") + len(bad)
