@@ -124,6 +124,8 @@ def test_safe_names_keep_their_stem() -> None:
     assert output_name("a.b.flac") == "a.b"
     assert output_name("notes.txt") == "notes.txt"
     assert output_name("ñandú 中文") == "ñandú 中文"
+    twice = parse_list("caf\u00e9\tOne.\ncafe\u0301\tTwo.\n".encode())  # NFC and NFD spellings
+    assert [e.line for e in twice.errors] == [2] and "duplicate name" in twice.errors[0].reason
 
 
 def test_every_bad_line_is_numbered_and_the_rest_parse() -> None:

@@ -17,7 +17,8 @@ A name is an output file stem: the output is `DIR/NAME.EXT` (EXT from the line's
 command line's, else wav); a trailing audio extension is dropped (`a.wav` -> `a`). Names must stay inside
 DIR on every system: no `/` or `\\`, no `.`/`..` or leading dot, no control or `<>:"|?*` characters, no
 trailing dot or space, no reserved Windows device name (CON, NUL, COM1...), at most 200 UTF-8 bytes, and
-unique ignoring case. Every bad line becomes a `LineError`; only whole-file problems raise.
+unique ignoring case and Unicode normalization. Every bad line becomes a `LineError`; only whole-file
+problems raise.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -194,7 +196,7 @@ def parse_list(
         except _Bad as bad:
             errors.append(LineError(number, bad.name, bad.reason))
             continue
-        key = parsed.name.casefold()
+        key = unicodedata.normalize("NFC", parsed.name).casefold()  # one file on macOS/Windows too
         if key in seen:
             errors.append(
                 LineError(number, parsed.name, f"duplicate name (line {seen[key]} has it); names are outputs")
