@@ -16,6 +16,7 @@ Seeds: the line's `seed`, else the run's, else random (recorded). A dialogue lin
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -119,20 +120,31 @@ def modes_needed(lines: Sequence[ListLine]) -> list[str]:
     return [mode for mode in MODE_ORDER if mode in present]
 
 
+@functools.lru_cache(maxsize=4096)
+def _digest_of(path: str, _mtime_ns: int, _size: int) -> str:
+    return sha256_file(Path(path))
+
+
+def _digest(path: Path) -> str:
+    """sha256 of a file, hashed once however many lines use it (until it changes)."""
+    stat = path.stat()
+    return _digest_of(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
 def line_identity(item: ListLine, settings: BatchSettings, model: str | None) -> dict[str, Any]:
     """What a finished line must match to be skipped: text, voice, options and model (files by sha256)."""
     if item.prompt_wavs:
         voice: dict[str, Any] = {
             "kind": item.form,
-            "prompts": [sha256_file(p) for p in item.prompt_wavs],
+            "prompts": [_digest(p) for p in item.prompt_wavs],
             "prompt_texts": list(item.prompt_texts),
         }
     elif item.ref_audio is not None:
-        voice = {"kind": "ref", "sha256": sha256_file(item.ref_audio), "ref_text": item.ref_text}
+        voice = {"kind": "ref", "sha256": _digest(item.ref_audio), "ref_text": item.ref_text}
     elif item.voice is not None:
         voice = {"kind": "voice", "voice": item.voice}
         if Path(item.voice).is_file():
-            voice["sha256"] = sha256_file(Path(item.voice))
+            voice["sha256"] = _digest(Path(item.voice))
     elif item.design is not None:
         voice = {"kind": "design", "design": item.design}
     else:
@@ -144,7 +156,7 @@ def line_identity(item: ListLine, settings: BatchSettings, model: str | None) ->
         "seed": item.seed if item.seed is not None else settings.seed,
         "max_frames": settings.max_frames,
         "speed": item.speed,
-        "lexicon": sha256_file(item.lexicon) if item.lexicon is not None else None,
+        "lexicon": _digest(item.lexicon) if item.lexicon is not None else None,
         "sampling": {k: v for k, v in sampling.items() if v is not None},
     }
     return {"text": item.text, "voice": voice, "options": options, "model": model}
