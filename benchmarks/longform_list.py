@@ -197,9 +197,9 @@ def main() -> None:
         }
 
     options.out.mkdir(parents=True, exist_ok=True)
-    stem = options.out / f"longform-list-0.6b-{options.quant}-{options.tag}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    stem.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+    stem = f"longform-list-0.6b-{options.quant}-{options.tag}"  # has dots: no with_suffix
+    (options.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (options.out / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
     print(markdown(report))
 
 

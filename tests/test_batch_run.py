@@ -335,7 +335,8 @@ def test_line_speed_changes_the_tempo_of_that_line_only(converted, tmp_path: Pat
     expected = shape(alone, RATE, Shaping(speed=2.0))  # what `say --speed 2` writes
     np.testing.assert_array_equal(fast, np.round(np.clip(expected, -1, 1) * 32767))
     records = {r["name"]: r for r in map(json.loads, (out / MANIFEST_NAME).read_text().splitlines())}
-    assert records["fast"]["options"]["speed"] == 2.0 and records["plain"]["options"]["speed"] is None
+    assert records["fast"]["options"]["shaping"]["speed"] == 2.0
+    assert records["plain"]["options"]["shaping"]["speed"] == 1.0
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -552,3 +553,45 @@ def test_a_file_the_user_had_is_never_overwritten_without_force(converted, tmp_p
     assert (out / "two.wav").read_bytes() == b"my own recording"
     forced = run_cli([*args, "--force"], cli_env(tmp_path))
     assert forced.code == 0 and read_pcm16(out / "two.wav").size > 0
+
+
+def test_run_wide_shaping_and_lexicon_apply_to_every_line_and_changes_redo_them(
+    converted, tmp_path: Path
+) -> None:
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    env = cli_env(tmp_path)
+    (tmp_path / "fixes.tsv").write_text("gif\tjif\n", encoding="utf-8")
+    rows = [
+        {"name": "a", "text": "GIF files.", "speaker": "ryan", "seed": 4},
+        {"name": "b", "text": "GIF files.", "speaker": "ryan", "seed": 4, "speed": 1.0},
+    ]
+    listing = _jsonl(tmp_path / "list.jsonl", rows)
+    out = tmp_path / "out"
+    args = [
+        "batch",
+        listing,
+        "--out-dir",
+        out,
+        "--model-dir",
+        model,
+        "--lexicon",
+        tmp_path / "fixes.tsv",
+        *COMMON,
+    ]
+    first = run_cli([*args, "--speed", "2.0", "--json"], env)
+    assert first.code == 0, first.stderr
+    with TTS.load(model, threads=1, exact=True) as tts:
+        alone = tts.synthesize("jif files.", speaker="ryan", seed=4, max_frames=6).samples
+    from qwen3tts_cli.shaping import Shaping, shape
+
+    fast = np.round(np.clip(shape(alone, RATE, Shaping(speed=2.0)), -1, 1) * 32767)
+    np.testing.assert_array_equal(read_pcm16(out / "a.wav"), fast)  # run-wide speed and lexicon
+    np.testing.assert_array_equal(read_pcm16(out / "b.wav"), np.round(np.clip(alone, -1, 1) * 32767))
+    again = run_cli([*args, "--speed", "2.0", "--json"], env)
+    assert _statuses(again) == {"a": "skipped", "b": "skipped"}
+    slower = run_cli([*args, "--speed", "1.5", "--json"], env)
+    assert _statuses(slower) == {"a": "ok", "b": "skipped"}  # b keeps its own speed
+    paused = run_cli([*args, "--speed", "1.5", "--pause", "0.3", "--json"], env)
+    assert _statuses(paused) == {"a": "ok", "b": "ok"}
+    bad = run_cli([*args, "--speed", "3"], env)
+    assert bad.code == 2 and "--speed" in bad.stderr

@@ -367,3 +367,19 @@ def test_dialogue_turns_equal_loudness_and_shaping(converted) -> None:
         assert len(fast_turn) == round(len(slow_turn) / 2)
     assert [round((e.end - e.start) * RATE) for e in fast.timeline] == [len(t) for t in fast.turns]
     assert 20 * np.log10(np.max(np.abs(fast.samples))) == pytest.approx(-1.0, abs=0.05)
+
+
+def test_dialogue_lexicon_respells_every_turn(converted) -> None:
+    from qwen3tts_cli.lexicon import Lexicon
+
+    folder = converted("custom_voice")
+    script = parse_script("[S1] GIF files.\n[S2] More GIF files.\n")
+    cast = parse_cast_entries(["S1=vivian", "S2=ryan"])
+    settings = DialogueSettings(
+        seed=2, max_frames=8, equal_loudness=False, lexicon=Lexicon.parse("gif\tjif\n")
+    )
+    result = render_dialogue(script, cast, _loader({"presets": folder}), settings)
+    with TTS.load(folder, threads=1, exact=True) as tts:
+        for index, (text, speaker) in enumerate([("jif files.", "vivian"), ("More jif files.", "ryan")]):
+            alone = tts.synthesize(text, speaker=speaker, seed=turn_seed(2, index), max_frames=8).samples
+            np.testing.assert_array_equal(result.turns[index], alone)

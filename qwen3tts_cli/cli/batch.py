@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,19 +22,24 @@ from qwen3tts_cli.cli.common import (
     QuietOption,
     ThreadsOption,
     VoicesDirOption,
-    download_messages,
     print_json,
     status,
     usage_error,
 )
-from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.cli.kind_models import kind_loader, resolve_kind_models
+from qwen3tts_cli.cli.shaping_options import (
+    MaxPauseOption,
+    NormalizeOption,
+    PauseOption,
+    SpeedOption,
+    TrimSilenceOption,
+    check_pause,
+    shaping_from_options,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from qwen3tts_cli.longform.batch import BatchReport, LineResult
     from qwen3tts_cli.longform.lists import ListLine
-    from qwen3tts_cli.tts import TTS
 
 VOICE_PANEL = "Voice (short TSV lines and lines without one)"
 EXIT_FAILED_LINES = 1
@@ -100,6 +104,15 @@ def batch(
     threads: ThreadsOption = None,
     exact: Annotated[bool, typer.Option("--exact", help="f32 KV cache, no flash attention.")] = False,
     greedy: Annotated[bool, typer.Option("--greedy", help="No sampling.")] = False,
+    lexicon_file: Annotated[
+        Path | None,
+        typer.Option("--lexicon", help="Respellings for every line (TSV; a line's own lexicon wins)."),
+    ] = None,
+    speed: SpeedOption = 1.0,
+    trim_silence: TrimSilenceOption = False,
+    max_pause: MaxPauseOption = None,
+    pause: PauseOption = None,
+    normalize: NormalizeOption = None,
     voices_dir: VoicesDirOption = None,
     quiet: QuietOption = False,
     json_out: JsonOption = False,
@@ -115,6 +128,12 @@ def batch(
     )
     if audio_format is not None:
         _check_format(audio_format)
+    shaping, pause = shaping_from_options(speed, trim_silence, max_pause, normalize), check_pause(pause)
+    lexicon = None
+    if lexicon_file is not None:
+        from qwen3tts_cli.lexicon import Lexicon
+
+        lexicon = Lexicon.load(lexicon_file)
     parsed = read_list(list_file, defaults)
     lines, missing = check_files(parsed.lines)
     bad = sorted([*parsed.errors, *missing], key=lambda e: e.line)
@@ -131,6 +150,9 @@ def batch(
         max_frames=max_frames,
         force=force,
         sampling=SamplingOptions(greedy=greedy),
+        shaping=None if shaping.is_identity else shaping,
+        pause=pause,
+        lexicon=lexicon,
     )
     given = [*(models or []), *(str(d) for d in (model_dirs or []))]
     needed = modes_needed(lines)
@@ -140,15 +162,7 @@ def batch(
     folders, ids = _resolve_models(given, needed, lines, quant, quiet)
     progress = _Progress(len(lines) + len(bad), len(bad), enabled=not quiet and sys.stderr.isatty())
 
-    @contextmanager
-    def load(mode: str, width: int) -> Iterator[TTS]:
-        from qwen3tts_cli.tts import TTS
-
-        with TTS.load(
-            folders[mode], threads=threads, exact=exact, voices_dir=voices_dir, max_batch=width
-        ) as tts:
-            yield tts
-
+    load = kind_loader(folders, threads, exact, voices_dir)
     try:
         report = run_batch(lines, load, ids, settings, progress.line)
     except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (cli/app.py raises SystemExit)
@@ -192,38 +206,18 @@ def _resolve_models(
     given: list[str], modes: list[str], lines: list[ListLine], quant: str | None, quiet: bool
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """A converted folder and identity for every mode the lines need; nothing is loaded yet."""
-    from qwen3tts_cli import catalog, hub
     from qwen3tts_cli.longform.batch import model_id
 
-    progress = download_messages(quiet)
-    by_kind: dict[str, Any] = {}
-    for name in given:
-        target: str | Path = Path(name).expanduser() if ("/" in name or Path(name).exists()) else name
-        resolved = hub.resolve_model(target, quant, progress=progress)
-        kind = resolved.manifest.kind
-        if kind in by_kind:
-            raise usage_error(f"two models of kind {kind} given", "give one model per kind")
-        by_kind[kind] = resolved
-    folders: dict[str, Path] = {}
-    ids: dict[str, str] = {}
+    needs = {}
     for mode in modes:
-        kind = catalog.KIND_FOR_MODE[mode]
-        resolved = by_kind.get(kind)
-        if resolved is None:
-            who = [item for item in lines if item.mode == mode]
-            styled = any(item.instruct for item in who)
-            default = catalog.default_model(mode, instruct=styled).name
-            try:
-                resolved = hub.resolve_model(default, quant, progress=progress)
-            except Qwen3TTSError as exc:
-                numbers = ", ".join(str(item.line) for item in who[:5]) + (", ..." if len(who) > 5 else "")
-                raise Qwen3TTSError(
-                    f"line(s) {numbers} need a {kind} model ({default}) that cannot be had: {exc.message}",
-                    exc.hint or f"pass --model NAME|DIR for the {kind} model",
-                ) from None
-        folders[mode] = resolved.path
-        ids[mode] = model_id(resolved.manifest)
-    return folders, ids
+        who = [item for item in lines if item.mode == mode]
+        numbers = ", ".join(str(item.line) for item in who[:5]) + (", ..." if len(who) > 5 else "")
+        needs[mode] = (f"line(s) {numbers} need", any(item.instruct for item in who))
+    resolved = resolve_kind_models(given, needs, quant, quiet)
+    return (
+        {mode: model.path for mode, model in resolved.items()},
+        {mode: model_id(model.manifest) for mode, model in resolved.items()},
+    )
 
 
 def _local_model_ids(

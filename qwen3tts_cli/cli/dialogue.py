@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,12 +20,12 @@ from qwen3tts_cli.cli.common import (
     QuietOption,
     ThreadsOption,
     VoicesDirOption,
-    download_messages,
     print_json,
     read_text,
     status,
     usage_error,
 )
+from qwen3tts_cli.cli.kind_models import kind_loader, resolve_kind_models
 from qwen3tts_cli.cli.shaping_options import (
     MaxPauseOption,
     NormalizeOption,
@@ -34,13 +33,9 @@ from qwen3tts_cli.cli.shaping_options import (
     TrimSilenceOption,
     shaping_from_options,
 )
-from qwen3tts_cli.errors import Qwen3TTSError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from qwen3tts_cli.longform.cast import Cast
-    from qwen3tts_cli.tts import TTS
 
 CAST_PANEL = "Cast"
 MIX_PANEL = "Mix"
@@ -132,6 +127,9 @@ def dialogue(
     srt: Annotated[
         Path | None, typer.Option("--srt", help="Write SubRip subtitles.", rich_help_panel=MIX_PANEL)
     ] = None,
+    lexicon_file: Annotated[
+        Path | None, typer.Option("--lexicon", help="Respellings for every turn (TSV, as `say --lexicon`).")
+    ] = None,
     speed: SpeedOption = 1.0,
     trim_silence: TrimSilenceOption = False,
     max_pause: MaxPauseOption = None,
@@ -152,6 +150,11 @@ def dialogue(
     cast = _cast(cast_entries or [], cast_file, prompt_wavs or [], prompt_texts or [], voices_dir)
     cast.check_covers(parsed.speakers)
     shaping = shaping_from_options(speed, trim_silence, max_pause, normalize)
+    lexicon = None
+    if lexicon_file is not None:
+        from qwen3tts_cli.lexicon import Lexicon
+
+        lexicon = Lexicon.load(lexicon_file)
     if equal:
         from qwen3tts_cli.shaping import Shaping, require_libraries
 
@@ -174,6 +177,7 @@ def dialogue(
         equal_loudness=equal,
         batch=batch,
         shaping=None if shaping.is_identity else shaping,
+        lexicon=lexicon,
     )
     done = [0]
 
@@ -183,15 +187,7 @@ def dialogue(
             sys.stderr.write(f"\rturn {done[0]}/{len(parsed.turns)}\x1b[K")
             sys.stderr.flush()
 
-    @contextmanager
-    def load(mode: str, width: int) -> Iterator[TTS]:
-        from qwen3tts_cli.tts import TTS
-
-        with TTS.load(
-            folders[mode], threads=threads, exact=exact, voices_dir=voices_dir, max_batch=width
-        ) as tts:
-            yield tts
-
+    load = kind_loader(folders, threads, exact, voices_dir)
     result = render_dialogue(parsed, cast, load, settings, on_turn)
     if done[0] and not quiet and sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
@@ -266,38 +262,14 @@ def _resolve_models(
     given: list[str], modes: list[str], cast: Cast, speakers: list[str], quant: str | None, quiet: bool
 ) -> dict[str, Path]:
     """A converted model folder for every mode the cast needs; nothing is loaded yet."""
-    from qwen3tts_cli import catalog, hub
     from qwen3tts_cli.longform.cast import PRESET
 
-    progress = download_messages(quiet)
-    by_kind: dict[str, Path] = {}
-    for name in given:
-        target: str | Path = Path(name).expanduser() if ("/" in name or Path(name).exists()) else name
-        resolved = hub.resolve_model(target, quant, progress=progress)
-        kind = resolved.manifest.kind
-        if kind in by_kind:
-            raise usage_error(f"two --model options are {kind} models", "give one model per kind")
-        by_kind[kind] = resolved.path
-    folders: dict[str, Path] = {}
+    needs = {}
     for mode in modes:
-        kind = catalog.KIND_FOR_MODE[mode]
-        if kind in by_kind:
-            folders[mode] = by_kind[kind]
-            continue
-        who = [s for s in speakers if (v := cast.get(s)) is not None and v.mode == mode]
-        styled = any((v := cast.get(s)) is not None and v.source == PRESET and v.instruct for s in who)
-        default = catalog.default_model(mode, instruct=styled).name
-        try:
-            folders[mode] = hub.resolve_model(default, quant, progress=progress).path
-        except Qwen3TTSError as exc:
-            raise Qwen3TTSError(
-                f"{', '.join(who)} need(s) a {kind} model ({default}) that cannot be had: {exc.message}",
-                exc.hint or f"pass --model NAME|DIR for the {kind} model",
-            ) from None
-    unused = sorted(set(by_kind) - {catalog.KIND_FOR_MODE[m] for m in modes})
-    if unused:
-        raise usage_error(f"--model gives a {', '.join(unused)} model the cast does not use", "drop it")
-    return folders
+        voices = {s: v for s in speakers if (v := cast.get(s)) is not None and v.mode == mode}
+        styled = any(v.source == PRESET and v.instruct for v in voices.values())
+        needs[mode] = (f"{', '.join(voices)} need(s)", styled)
+    return {mode: resolved.path for mode, resolved in resolve_kind_models(given, needs, quant, quiet).items()}
 
 
 def _peak_rss_mb() -> int | None:

@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from qwen3tts_cli.spec import SAMPLE_RATE
 if TYPE_CHECKING:
     from qwen3tts_cli.convert.manifest import Manifest as ModelManifest
     from qwen3tts_cli.lexicon import Lexicon
+    from qwen3tts_cli.shaping import Shaping
     from qwen3tts_cli.tts import TTS, SamplingOptions
     from qwen3tts_cli.voices import VoicePack
 
@@ -56,6 +57,9 @@ class BatchSettings:
     max_frames: int | None = None
     force: bool = False
     sampling: SamplingOptions | None = None
+    shaping: Shaping | None = None  # every line's (a line's own `speed` replaces the speed)
+    pause: float | None = None  # between a line's text pieces (say --pause)
+    lexicon: Lexicon | None = None  # every line's; a line's own lexicon file is merged over it
 
 
 @dataclass
@@ -155,8 +159,10 @@ def line_identity(item: ListLine, settings: BatchSettings, model: str | None) ->
         "format": item.format,
         "seed": item.seed if item.seed is not None else settings.seed,
         "max_frames": settings.max_frames,
-        "speed": item.speed,
+        "shaping": line_shaping(item, settings).as_dict(),
+        "pause": settings.pause,
         "lexicon": _digest(item.lexicon) if item.lexicon is not None else None,
+        "run_lexicon": _lexicon_digest(settings.lexicon),
         "sampling": {k: v for k, v in sampling.items() if v is not None},
     }
     return {"text": item.text, "voice": voice, "options": options, "model": model}
@@ -346,13 +352,16 @@ class _Runner:
         return self.settings.seed if self.settings.seed is not None else _random_seed()
 
     def _options(self, item: ListLine, identity: dict[str, Any], seed: int) -> dict[str, Any]:
-        _check_shaping(item)
+        _check_shaping(item, self.settings)
+        run_lexicon = self.settings.lexicon
+        lexicon = self._lexicon(item.lexicon) if item.lexicon is not None else None
         options: dict[str, Any] = {
             "language": item.language or "auto",
             "seed": seed,
             "max_frames": self.settings.max_frames,
             "sampling": self.settings.sampling,
-            "lexicon": self._lexicon(item.lexicon) if item.lexicon is not None else None,
+            "pause": self.settings.pause,
+            "lexicon": run_lexicon.merged(lexicon) if run_lexicon else lexicon,
         }
         if item.design is not None:
             options["instruct"] = item.design
@@ -400,7 +409,7 @@ class _Runner:
             yield self.tts  # already loaded: the Base model of this group
 
         try:
-            _check_shaping(item)
+            _check_shaping(item, self.settings)
             script = parse_script(item.text, source=item.name)
             if item.form == MERGED:
                 cast = merged_prompt_cast(item.prompt_wavs[0], item.prompt_texts[0])
@@ -431,7 +440,7 @@ class _Runner:
         from qwen3tts_cli.audio import write_audio
 
         try:
-            samples = _shaped(samples, item)
+            samples = _shaped(samples, item, self.settings)
             target = _inside(self.settings.out_dir, item.output)
             self.manifest.append({"name": item.name, "output": item.output, "status": "writing"})
             write_audio(str(target), [samples], item.format)
@@ -478,17 +487,31 @@ def _inside(folder: Path, output: str) -> Path:
     return target
 
 
-def _check_shaping(item: ListLine) -> None:
-    """A line's speed needs the shaping extra: a per-line failure naming it when missing."""
-    if item.speed is not None and item.speed != 1.0:
-        from qwen3tts_cli.shaping import Shaping, require_libraries
+def line_shaping(item: ListLine, settings: BatchSettings) -> Shaping:
+    """The run's shaping, with the line's own speed when it has one."""
+    from qwen3tts_cli.shaping import Shaping
 
-        require_libraries(Shaping(speed=item.speed))
+    shaping = settings.shaping or Shaping()
+    return shaping if item.speed is None else replace(shaping, speed=item.speed)
 
 
-def _shaped(samples: np.ndarray, item: ListLine) -> np.ndarray:
-    if item.speed is None or item.speed == 1.0:
+def _lexicon_digest(lexicon: Lexicon | None) -> str | None:
+    if not lexicon:
+        return None
+    return hashlib.sha256(json.dumps(lexicon.entries, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _check_shaping(item: ListLine, settings: BatchSettings) -> None:
+    """What the line's shaping needs (the shaping extra): a per-line failure naming it when missing."""
+    from qwen3tts_cli.shaping import require_libraries
+
+    require_libraries(line_shaping(item, settings))
+
+
+def _shaped(samples: np.ndarray, item: ListLine, settings: BatchSettings) -> np.ndarray:
+    shaping = line_shaping(item, settings)
+    if shaping.is_identity:
         return samples
-    from qwen3tts_cli.shaping import Shaping, shape
+    from qwen3tts_cli.shaping import shape
 
-    return shape(samples, SAMPLE_RATE, Shaping(speed=item.speed))
+    return shape(samples, SAMPLE_RATE, shaping)

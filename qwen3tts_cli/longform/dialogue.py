@@ -27,6 +27,7 @@ from qwen3tts_cli.longform.script import Script
 from qwen3tts_cli.spec import SAMPLE_RATE
 
 if TYPE_CHECKING:
+    from qwen3tts_cli.lexicon import Lexicon
     from qwen3tts_cli.shaping import Shaping
     from qwen3tts_cli.tts import TTS, SamplingOptions
 
@@ -49,6 +50,7 @@ class DialogueSettings:
     equal_loudness: bool = True
     batch: int = 8
     shaping: Shaping | None = None
+    lexicon: Lexicon | None = None  # every turn's (merged over a saved voice's own)
 
 
 @dataclass
@@ -158,6 +160,7 @@ def _options(voice: dict[str, Any], settings: DialogueSettings, seed: int, index
         seed=turn_seed(seed, index),
         max_frames=settings.max_frames,
         sampling=settings.sampling,
+        lexicon=settings.lexicon,
     )
     return options
 
