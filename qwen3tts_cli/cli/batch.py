@@ -20,6 +20,7 @@ from qwen3tts_cli.cli.common import (
     JsonOption,
     QuantOption,
     QuietOption,
+    StatusLine,
     ThreadsOption,
     VoicesDirOption,
     print_json,
@@ -285,11 +286,11 @@ class _Progress:
         self.done = self.skipped = 0
         self.seconds = 0.0
         self.started = time.perf_counter()
-        self._drawn = False
+        self._status = StatusLine(enabled)
 
     def line(self, result: LineResult) -> None:
         if result.status == "failed":
-            print("\r\x1b[K" if self._drawn else "", end="", file=sys.stderr)
+            self._status.clear()
             print(f"error: line {result.line} ({result.name}): {result.reason}", file=sys.stderr)
             self.failed += 1
         elif result.status == "skipped":
@@ -303,18 +304,13 @@ class _Progress:
         left = self.total - worked - self.skipped
         elapsed = time.perf_counter() - self.started
         eta = f", ETA {elapsed / worked * left:.0f} s" if worked and left else ""
-        sys.stderr.write(
-            f"\rlines {self.done + self.skipped}/{self.total} done, {self.failed} failed, "
-            f"{self.seconds:.1f} s audio{eta}\x1b[K"
+        self._status.show(
+            f"lines {self.done + self.skipped}/{self.total} done, {self.failed} failed, "
+            f"{self.seconds:.1f} s audio{eta}"
         )
-        sys.stderr.flush()
-        self._drawn = True
 
     def close(self) -> None:
-        if self._drawn:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self._drawn = False
+        self._status.clear()
 
 
 def _summary(report: BatchReport, bad: list[Any], out_dir: Path, quiet: bool, json_out: bool) -> None:

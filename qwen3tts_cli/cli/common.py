@@ -127,6 +127,27 @@ def _decode(data: bytes, source: str) -> str:
 
 
 # ---- progress -------------------------------------------------------------------------------------------
+class StatusLine:
+    """One line on stderr that rewrites itself (only when `enabled`: a terminal), wiped by `clear()`."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._drawn = False
+
+    def show(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + text + "\x1b[K")
+            sys.stderr.flush()
+            self._drawn = True
+
+    def clear(self) -> None:
+        """Wipe the line (before other output, and at the end)."""
+        if self._drawn:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._drawn = False
+
+
 @dataclass
 class Progress:
     """One self-rewriting status line on a terminal: piece i/N, frames, seconds of audio. Silent otherwise."""
@@ -137,8 +158,10 @@ class Progress:
     piece: int = 0
     seconds: float = 0.0
     _last_draw: float = 0.0
-    _drawn: bool = False
     interval: float = 0.1
+
+    def __post_init__(self) -> None:
+        self._status = StatusLine(self.enabled)
 
     @classmethod
     def for_terminal(cls, pieces: int, quiet: bool) -> Progress:
@@ -157,16 +180,12 @@ class Progress:
         if not self.enabled or (not force and now - self._last_draw < self.interval):
             return
         self._last_draw = now
-        line = f"piece {self.piece + 1}/{self.pieces}  {self.frames} frames  {self.seconds:.1f} s of audio"
-        sys.stderr.write("\r" + line + "\x1b[K")
-        sys.stderr.flush()
-        self._drawn = True
+        self._status.show(
+            f"piece {self.piece + 1}/{self.pieces}  {self.frames} frames  {self.seconds:.1f} s of audio"
+        )
 
     def close(self) -> None:
-        if self._drawn:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self._drawn = False
+        self._status.clear()
 
 
 def download_messages(quiet: bool) -> Any:

@@ -18,6 +18,7 @@ from qwen3tts_cli.cli.common import (
     JsonOption,
     QuantOption,
     QuietOption,
+    StatusLine,
     ThreadsOption,
     VoicesDirOption,
     print_json,
@@ -180,17 +181,17 @@ def dialogue(
         lexicon=lexicon,
     )
     done = [0]
+    turns_line = StatusLine(not quiet and sys.stderr.isatty())
 
     def on_turn(_index: int, _seconds: float) -> None:
         done[0] += 1
-        if not quiet and sys.stderr.isatty():
-            sys.stderr.write(f"\rturn {done[0]}/{len(parsed.turns)}\x1b[K")
-            sys.stderr.flush()
+        turns_line.show(f"turn {done[0]}/{len(parsed.turns)}")
 
     load = kind_loader(folders, threads, exact, voices_dir)
-    result = render_dialogue(parsed, cast, load, settings, on_turn)
-    if done[0] and not quiet and sys.stderr.isatty():
-        sys.stderr.write("\r\x1b[K")
+    try:
+        result = render_dialogue(parsed, cast, load, settings, on_turn)
+    finally:
+        turns_line.clear()  # before the error or status line
     with sink:
         sink.write(result.samples)
     timeline = result.timeline
