@@ -74,6 +74,7 @@ class _Faults:
     cuts: dict[str, int] = field(default_factory=dict)  # file path -> bytes to send before dropping, once
     throttles: dict[str, float] = field(default_factory=dict)  # file path -> seconds to sleep per 64 KiB
     holds: dict[str, threading.Event] = field(default_factory=dict)  # file path -> body waits until set
+    corrupt: set[str] = field(default_factory=set)  # file path -> the next full GET flips its first byte
 
 
 def _describe_file(folder: Path, path: Path) -> RepoFile:
@@ -138,6 +139,10 @@ class LoopbackHub:
     def throttle(self, path: str, seconds_per_chunk: float) -> None:
         self.faults.throttles[path] = seconds_per_chunk
 
+    def corrupt_once(self, path: str) -> None:
+        """The next full GET of `path` sends the right length with its first byte flipped (a bad transfer)."""
+        self.faults.corrupt.add(path)
+
     def hold(self, path: str) -> threading.Event:
         """Bodies of `path` are not sent until the returned event is set (headers go out at once)."""
         event = self.faults.holds[path] = threading.Event()
@@ -194,6 +199,13 @@ class LoopbackHub:
         with self._lock:
             return self.faults.cuts.pop(path, None)
 
+    def take_corrupt(self, path: str) -> bool:
+        with self._lock:
+            if path in self.faults.corrupt:
+                self.faults.corrupt.discard(path)
+                return True
+            return False
+
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(first, last) byte of a `bytes=a-b` / `bytes=a-` range, or None for a full response."""
@@ -233,7 +245,9 @@ class _HubHandler(BaseHTTPRequestHandler):
                 self._preupload(repo, json.loads(body))
             elif repo is not None:
                 self._commit(repo, body)
-        elif len(parts) == 6 and parts[1].endswith(".git") and parts[2:] == ["info", "lfs", "objects", "batch"]:
+        elif (
+            len(parts) == 6 and parts[1].endswith(".git") and parts[2:] == ["info", "lfs", "objects", "batch"]
+        ):
             if self._writable(parts[0] + "/" + parts[1][: -len(".git")], None) is not None:
                 self._lfs_batch(json.loads(body))
         else:
@@ -350,9 +364,10 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.hub.record(Request(self.command, self.path, self.headers.get("Range"), status))
         if send_body:
-            self._send_bytes(f, first, last, cut=None if span else self.hub.take_cut(path))
+            corrupt = not span and self.hub.take_corrupt(path)
+            self._send_bytes(f, first, last, cut=None if span else self.hub.take_cut(path), corrupt=corrupt)
 
-    def _send_bytes(self, f: RepoFile, first: int, last: int, cut: int | None) -> None:
+    def _send_bytes(self, f: RepoFile, first: int, last: int, cut: int | None, corrupt: bool = False) -> None:
         delay = self.hub.faults.throttles.get(f.path, 0.0)
         if (gate := self.hub.faults.holds.get(f.path)) is not None:
             gate.wait(timeout=300)
@@ -361,6 +376,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             source.seek(first)
             while remaining > 0:
                 block = source.read(min(_SEND_CHUNK, remaining))
+                if corrupt:
+                    block, corrupt = bytes([block[0] ^ 0xFF]) + block[1:], False
                 try:
                     self.wfile.write(block)
                     self.wfile.flush()
@@ -404,7 +421,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             return
         repo_id = f"{payload['organization']}/{payload['name']}"
         if repo_id in self.hub.repos:  # the hub's 409 still names the repo's url
-            self._error(409, "RepoExists", "You already created this model repo", extra={"url": self._url(repo_id)})
+            self._error(
+                409, "RepoExists", "You already created this model repo", extra={"url": self._url(repo_id)}
+            )
             return
         files: dict[str, RepoFile] = {}
         private = payload.get("visibility") == "private" or bool(payload.get("private"))
@@ -473,7 +492,12 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.hub.record(Request(self.command, self.path, None, 200))
 
     def _error(
-        self, status: int, code: str, message: str, commit: str | None = None, extra: dict[str, Any] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        commit: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         body = json.dumps({"error": message} | (extra or {})).encode()
         self.send_response(status)
