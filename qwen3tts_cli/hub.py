@@ -371,6 +371,8 @@ def pull_model(
     say = progress or (lambda _msg: None)
     if hub_repos.is_ref(name):
         ref = hub_repos.parse_ref(name, None if quant == catalog.DEFAULT_QUANT else quant)
+        if revision and not ref.revision:
+            ref = hub_repos.RepoRef(ref.repo, revision, ref.quant)
         return _resolve_ref(ref, cache=cache, offline=offline, force=force, token=token, say=say).path
     entry = catalog.get(name)
     catalog.check_quant(quant)
@@ -592,24 +594,31 @@ def remove_model(
     """Delete the converted folders of catalog model `name` (one quant, or all); returns what was removed.
 
     `download` also deletes its files from the Hugging Face cache. Each folder is removed under its lock,
-    so a conversion running in another process is never cut in half.
+    so a conversion running in another process is never cut in half. `name` may be `hf:OWNER/NAME[:QUANT]`.
     """
-    entry = catalog.get(name)
     say = progress or (lambda _msg: None)
     root = cache_root(cache)
-    model_root = root / "models" / entry.name
-    quants = [catalog.check_quant(quant)] if quant else [p.name for p in _visible_dirs(model_root)]
+    if hub_repos.is_ref(name):
+        ref = hub_repos.parse_ref(name, quant)
+        explicit = quant is not None or name.rsplit(":", 1)[-1] in catalog.QUANTS
+        model_root, lock_prefix = repo_dir(ref, root).parent, f"hub-{hub_repos.repo_slot(ref.repo)}"
+        quants = [ref.quant] if explicit else [p.name for p in _visible_dirs(model_root)]
+        entry = None
+    else:
+        entry = catalog.get(name)
+        model_root, lock_prefix = root / "models" / entry.name, entry.name
+        quants = [catalog.check_quant(quant)] if quant else [p.name for p in _visible_dirs(model_root)]
     removed: list[Path] = []
     for q in quants:
         folder = model_root / q
         if not folder.exists():
             continue
-        with _exclusive(_lock_path(root, f"{entry.name}-{q}"), str(folder), say):
+        with _exclusive(_lock_path(root, f"{lock_prefix}-{q}"), str(folder), say):
             shutil.rmtree(folder)
         removed.append(folder)
     if model_root.is_dir() and not any(model_root.iterdir()):
-        model_root.rmdir()
-    if download and (hf_folder := _hf_repo_folder(entry.repo)).exists():
+        model_root.rmdir()  # a staging or temp folder may still be in use: `models gc` removes stale ones
+    if entry is not None and download and (hf_folder := _hf_repo_folder(entry.repo)).exists():
         shutil.rmtree(hf_folder)
         removed.append(hf_folder)
     return removed

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,14 +312,6 @@ def pull_converted(
     os.replace(folder, dst)
     shutil.rmtree(staging / ".cache" / "huggingface" / "download" / quant, ignore_errors=True)
     return manifest
-
-
-def progress_on_terminal() -> None:
-    """huggingface-hub's per-file bars (bytes, rate) only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
 
 
 # ---- publish ----------------------------------------------------------------------------------------------

@@ -134,6 +134,8 @@ def test_publish_then_pull_on_a_clean_cache_speak_and_go_offline(
     first = run_cli(say, env)
     assert first.code == 0, first.stderr
     assert len(read_pcm16(wav)) == 3 * spec.SAMPLES_PER_FRAME
+    assert "downloading me/new f32" in first.stderr and "verifying" in first.stderr
+    assert "%|" not in first.stderr and "B/s" not in first.stderr  # progress bars only on a terminal
     pulled = tmp_path / "cache" / "hub" / "me--new" / QUANT
     assert hub_repos.read_origin(pulled)["origin"] == "downloaded"
     hub.verify_model(pulled)
@@ -423,3 +425,12 @@ def test_list_shows_size_and_origin_per_quant(
     installed = {m["name"]: m["installed"] for m in as_json["models"]}["0.6b-custom"]
     assert {i["quant"]: i["origin"] == "converted here" for i in installed} == {QUANT: False, "q8_0": True}
     assert all(i["size_bytes"] > 0 for i in installed)
+
+
+def test_path_and_rm_take_hf_references(env: Path, loopback: LoopbackHub, tmp_path: Path) -> None:
+    path = hub.resolve_model(_ref()).path
+    env_vars = cli_env(tmp_path, QWEN3TTS_CACHE=str(env / "cache"))
+    shown = run_cli(["models", "path", f"hf:{REPO}", "-q", QUANT], env_vars)
+    assert shown.code == 0 and Path(shown.out.strip()) == path
+    assert hub.remove_model(f"hf:{REPO}:q8_0") == []
+    assert hub.remove_model(f"hf:{REPO}") == [path] and not path.exists()

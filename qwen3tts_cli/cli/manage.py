@@ -390,9 +390,13 @@ def models_path(
     cache: CacheOption = None,
 ) -> None:
     """Print the folder of a converted model (for --model-dir or other tools)."""
-    from qwen3tts_cli import hub
+    from qwen3tts_cli import hub, hub_repos
 
-    folder = hub.model_dir(name, quant, cache)
+    if hub_repos.is_ref(name):
+        ref = hub_repos.parse_ref(name, None if quant == catalog.DEFAULT_QUANT else quant)
+        folder, quant = hub.repo_dir(ref, cache), ref.quant
+    else:
+        folder = hub.model_dir(name, quant, cache)
     if not hub.is_converted(folder):
         raise Qwen3TTSError(
             f"model {name} ({quant}) is not converted yet", f"run `qwen3tts models pull {name} -q {quant}`"
