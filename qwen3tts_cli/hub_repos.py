@@ -18,10 +18,13 @@ import json
 import os
 import re
 import shutil
+import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from qwen3tts_cli import catalog
 from qwen3tts_cli.convert.manifest import (
@@ -194,6 +197,75 @@ def check_free_space(path: Path, needed: int, what: str) -> None:
 
 
 # ---- download ---------------------------------------------------------------------------------------------
+class TransferMeter:
+    """One self-rewriting line on a terminal while files download: bytes so far of the total, and the rate.
+
+    `measure` returns the bytes on disk so far (finished files plus partial ones). Silent unless enabled.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        measure: Callable[[], int],
+        *,
+        enabled: bool,
+        stream: TextIO | None = None,
+        interval: float = 0.5,
+    ) -> None:
+        self.label, self.total, self.measure, self.enabled = label, total, measure, enabled
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start = (time.monotonic(), 0)
+
+    def line(self) -> str:
+        began, base = self._start
+        done = max(self.measure() - base, 0)
+        rate = done / max(time.monotonic() - began, 1e-6)
+        return f"{self.label}: {gigabytes(done)} of {gigabytes(self.total)}, {gigabytes(int(rate))}/s"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.stream.write("\r" + self.line() + "\x1b[K")
+            self.stream.flush()
+
+    def __enter__(self) -> TransferMeter:
+        if self.enabled:
+            self._start = (time.monotonic(), self.measure())
+            self._thread = threading.Thread(target=self._run, name="download-meter", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _meter_wanted() -> bool:
+    """On a terminal, unless progress bars are off (`--quiet` or a pipe turn them off: cli/common.py)."""
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    return sys.stderr.isatty() and not are_progress_bars_disabled()
+
+
+def _bytes_on_disk(staging: Path, quant: str) -> int:
+    """Finished files of the quant folder plus huggingface-hub's partial ones."""
+    parts = [*(staging / quant).rglob("*"), *(staging / ".cache" / "huggingface" / "download").rglob("*")]
+    total = 0
+    for path in parts:
+        try:
+            if path.is_file() and (path.suffix == ".incomplete" or path.is_relative_to(staging / quant)):
+                total += path.stat().st_size
+        except OSError:
+            pass  # renamed into place meanwhile
+    return total
+
+
 def _endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
@@ -282,8 +354,12 @@ def pull_converted(
     check_free_space(staging, missing, f"downloading {repo} {quant}")
     say(f"downloading {repo} {quant} ({gigabytes(missing)}) at {commit[:12]}")
     patterns = [f"{quant}/{rel}" for rel in manifest.files]
+    meter = TransferMeter(
+        f"{repo} {quant}", missing, lambda: _bytes_on_disk(staging, quant), enabled=_meter_wanted()
+    )
     try:
-        snapshot_download(allow_patterns=patterns, **fetch)  # type: ignore[arg-type]
+        with meter:
+            snapshot_download(allow_patterns=patterns, **fetch)  # type: ignore[arg-type]
         say(f"verifying {len(manifest.files)} files against their sha256")
         if bad := bad_files(folder, manifest):
             say(f"{', '.join(bad)} failed the sha256 check (damaged or tampered download); downloading again")

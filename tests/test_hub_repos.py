@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -434,3 +435,21 @@ def test_path_and_rm_take_hf_references(env: Path, loopback: LoopbackHub, tmp_pa
     assert shown.code == 0 and Path(shown.out.strip()) == path
     assert hub.remove_model(f"hf:{REPO}:q8_0") == []
     assert hub.remove_model(f"hf:{REPO}") == [path] and not path.exists()
+
+
+def test_transfer_meter_draws_bytes_and_rate_only_when_enabled() -> None:
+    import io
+
+    done = iter(range(0, 10**9, 4_000_000))
+    stream = io.StringIO()
+    with hub_repos.TransferMeter(
+        "me/x q8_0", 3_100_000_000, lambda: next(done), enabled=True, stream=stream, interval=0.01
+    ):
+        time.sleep(0.1)
+    text = stream.getvalue()
+    assert "\rme/x q8_0: " in text and " of 3.1 GB, " in text and "/s\x1b[K" in text
+    assert text.endswith("\r\x1b[K")  # the line is cleared at the end
+    quiet = io.StringIO()
+    with hub_repos.TransferMeter("x", 1, lambda: 0, enabled=False, stream=quiet, interval=0.01):
+        time.sleep(0.05)
+    assert quiet.getvalue() == ""
