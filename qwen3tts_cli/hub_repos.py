@@ -71,8 +71,8 @@ def parse_ref(text: str, quant: str | None = None) -> RepoRef:
     named_quant = None
     if ":" in body:
         body, named_quant = body.rsplit(":", 1)
-    repo, _, revision = body.partition("@")
-    if not _REPO_ID.match(repo) or (body.count("@") > 1) or (_ and not revision):
+    repo, at, revision = body.partition("@")
+    if not _REPO_ID.match(repo) or body.count("@") > 1 or (at and not revision):
         raise Qwen3TTSError(
             f"{text!r} is not a converted-repo reference",
             "write hf:OWNER/NAME, optionally with @REVISION and :QUANT (e.g. hf:me/qwen3-tts-0.6b:q8_0)",
@@ -255,14 +255,18 @@ def _meter_wanted() -> bool:
 
 def _bytes_on_disk(staging: Path, quant: str) -> int:
     """Finished files of the quant folder plus huggingface-hub's partial ones."""
-    parts = [*(staging / quant).rglob("*"), *(staging / ".cache" / "huggingface" / "download").rglob("*")]
     total = 0
-    for path in parts:
-        try:
-            if path.is_file() and (path.suffix == ".incomplete" or path.is_relative_to(staging / quant)):
-                total += path.stat().st_size
-        except OSError:
-            pass  # renamed into place meanwhile
+    try:
+        for path in [
+            *(staging / quant).rglob("*"),
+            *(staging / ".cache" / "huggingface").rglob("*.incomplete"),
+        ]:
+            try:
+                total += path.stat().st_size if path.is_file() else 0
+            except OSError:
+                pass  # renamed into place meanwhile
+    except OSError:
+        pass  # a folder was replaced while it was walked: the next tick counts again
     return total
 
 
