@@ -237,6 +237,28 @@ def _download_error(exc: Exception, name: str, repo: str, offline: bool) -> Qwen
     )
 
 
+def _check_checkpoint_space(repo: str, revision: str | None) -> None:
+    """Refuse before downloading when the files still missing from the cache do not fit on its disk."""
+    from fnmatch import fnmatch
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    try:
+        commit = api.model_info(repo, revision=revision).sha
+        snapshot = _hf_repo_folder(repo) / "snapshots" / str(commit)
+        missing = sum(
+            item.size or 0
+            for item in api.list_repo_tree(repo, revision=commit, recursive=True)
+            if getattr(item, "size", None) is not None
+            and any(fnmatch(item.path, pattern) for pattern in ALLOW_PATTERNS)
+            and not (snapshot / item.path).is_file()
+        )
+    except Exception:  # no sizes (no network, no repo): the download itself reports that clearly
+        return
+    hub_repos.check_free_space(hf_cache_dir(), missing, f"downloading {repo}")
+
+
 def download_checkpoint(
     name: str, *, revision: str | None = None, offline: bool | None = None, progress: Progress | None = None
 ) -> tuple[Path, str]:
@@ -251,9 +273,10 @@ def download_checkpoint(
     say = progress or (lambda _msg: None)
     offline = offline_mode() if offline is None else offline
     _remove_abandoned_partials(_hf_repo_folder(entry.repo))
-    if not offline:
-        say(f"downloading {entry.repo} (only the files the converter needs)")
     try:
+        if not offline:
+            _check_checkpoint_space(entry.repo, revision)
+            say(f"downloading {entry.repo} (only the files the converter needs)")
         folder = snapshot_download(
             entry.repo,
             revision=revision,
@@ -262,6 +285,8 @@ def download_checkpoint(
             allow_patterns=ALLOW_PATTERNS,
             local_files_only=offline,
         )
+    except Qwen3TTSError:
+        raise
     except Exception as exc:  # every network/hub failure becomes one clear user error
         raise _download_error(exc, entry.name, entry.repo, offline) from exc
     path = Path(folder)

@@ -290,7 +290,10 @@ def _hub_error(exc: Exception, repo: str, quant: str | None = None) -> Qwen3TTSE
             f"{repo} has no {quant} folder ({quant}/{MANIFEST_NAME} is missing)",
             "pick a quantization the repo publishes (see its README)",
         )
-    if isinstance(exc, LocalEntryNotFoundError):
+    if (
+        isinstance(exc, LocalEntryNotFoundError | ConnectionError | TimeoutError)
+        or "Connect" in type(exc).__name__
+    ):
         return Qwen3TTSError(
             f"cannot reach {endpoint} to download {repo}", "check the network connection or HF_ENDPOINT"
         )

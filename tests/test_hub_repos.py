@@ -453,3 +453,27 @@ def test_transfer_meter_draws_bytes_and_rate_only_when_enabled() -> None:
     with hub_repos.TransferMeter("x", 1, lambda: 0, enabled=False, stream=quiet, interval=0.01):
         time.sleep(0.05)
     assert quiet.getvalue() == ""
+
+
+def test_official_download_checks_disk_space_first(
+    env: Path, loopback: LoopbackHub, source_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loopback.add_repo(OFFICIAL, source_checkpoint)
+    needed = sum(
+        (source_checkpoint / rel).stat().st_size
+        for rel in hub.ALLOW_PATTERNS
+        if (source_checkpoint / rel).is_file()
+    )
+    monkeypatch.setattr(hub_repos, "free_bytes", lambda _path: needed - 1)
+    with pytest.raises(Qwen3TTSError) as info:
+        hub.pull_model("0.6b-custom", convert=FakeConverter())
+    assert f"needs {hub_repos.gigabytes(needed)}" in info.value.message and "free at" in info.value.message
+    assert not any(r.method == "GET" and "/resolve/" in r.path for r in loopback.requests)
+    monkeypatch.setattr(hub_repos, "free_bytes", lambda _path: needed)
+    hub.verify_model(hub.pull_model("0.6b-custom", convert=FakeConverter()))
+
+
+def test_unreachable_hub_is_a_clear_error(env: Path, loopback: LoopbackHub) -> None:
+    loopback.stop()
+    with pytest.raises(Qwen3TTSError, match=f"cannot reach .* to download {REPO}"):
+        hub.resolve_model(_ref())
