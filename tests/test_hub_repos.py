@@ -477,3 +477,12 @@ def test_unreachable_hub_is_a_clear_error(env: Path, loopback: LoopbackHub) -> N
     loopback.stop()
     with pytest.raises(Qwen3TTSError, match=f"cannot reach .* to download {REPO}"):
         hub.resolve_model(_ref())
+
+
+def test_speakers_of_a_converted_repo_come_from_its_config(loopback: LoopbackHub, tmp_path: Path) -> None:
+    env = cli_env(tmp_path, HF_ENDPOINT=loopback.url, HF_HUB_OFFLINE="0")
+    result = run_cli(["speakers", "--model", _ref(), "--json"], env)
+    assert result.code == 0, result.stderr
+    config = json.loads((tmp_path / "cache" / "hub" / "me--tiny-cv" / QUANT / "config.json").read_text())
+    expected = list(config["talker_config"]["spk_id"])
+    assert [s["name"] for s in result.json()["speakers"]] == expected and expected

@@ -409,6 +409,10 @@ def _model_config(model: str | None, model_dir: Path | None) -> tuple[str, dict[
     """(what was asked, its config.json or None for the released models' built-in facts)."""
     if model is not None and model_dir is not None:
         raise usage_error("--model and --model-dir both given", "pass one of them")
+    if model is not None and model.startswith("hf:"):  # a converted repo: its own config.json says
+        from qwen3tts_cli import hub
+
+        model_dir = hub.resolve_model(model, progress=download_messages(False)).path
     if model_dir is None:
         entry = catalog.get(model) if model is not None else None
         return (entry.name if entry else "released models"), None
@@ -432,7 +436,7 @@ def speakers(
 ) -> None:
     """The preset speakers of CustomVoice models (and their native dialect, if any)."""
     source, config = _model_config(model, model_dir)
-    if model is not None and catalog.get(model).kind != spec.KIND_CUSTOM_VOICE:
+    if config is None and model is not None and catalog.get(model).kind != spec.KIND_CUSTOM_VOICE:
         raise Qwen3TTSError(f"model {model} has no preset speakers", "CustomVoice models have them")
     prompt = _prompt_config(config)
     dialects = spec.SPEAKER_DIALECTS if prompt is None else prompt.speaker_dialects
