@@ -356,7 +356,7 @@ def _pull(
     lock_path = _lock_path(root, f"{entry.name}-{quant}")
     offline = offline_mode() if offline is None else offline
     converted_repo = None if convert_locally else catalog.converted_repo(entry)
-    if converted_repo and not (not force and _usable(dst, quant, say) is not None):
+    if converted_repo and (force or _usable(dst, quant, say) is None):
         try:
             with _exclusive(lock_path, str(dst), say):
                 manifest = hub_repos.pull_converted(
