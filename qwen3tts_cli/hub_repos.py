@@ -99,7 +99,14 @@ def _stamp(folder: Path, manifest: Manifest) -> dict[str, list[int]]:
 
 def write_origin(folder: Path, origin: str, **facts: Any) -> None:
     """Record where a converted folder came from (atomically; the manifest's bytes are never touched)."""
-    data = {"origin": origin, **facts}
+    _write_origin_data(folder, {"origin": origin, **facts})
+
+
+def _update_origin(folder: Path, **changes: Any) -> None:
+    _write_origin_data(folder, read_origin(folder) | changes)
+
+
+def _write_origin_data(folder: Path, data: dict[str, Any]) -> None:
     tmp = folder / f".{ORIGIN_NAME}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, folder / ORIGIN_NAME)
@@ -152,8 +159,8 @@ def cached_manifest(folder: Path, say: Progress, revision: str | None = None) ->
     origin = read_origin(folder)
     if origin.get("origin") != ORIGIN_DOWNLOADED or not (folder / MANIFEST_NAME).is_file():
         return None
-    if revision and _COMMIT.match(revision) and origin.get("revision") != revision:
-        return None  # a different commit was asked for
+    if revision and revision not in (origin.get("revision"), origin.get("requested")):
+        return None  # another revision was asked for: its commit is looked up (maybe the same one)
     try:
         manifest = Manifest.read(folder)
     except Qwen3TTSError:
@@ -170,7 +177,7 @@ def cached_manifest(folder: Path, say: Progress, revision: str | None = None) ->
     if bad := bad_files(folder, manifest):
         say(f"{folder}: {', '.join(bad)} changed since it was verified (damaged?); downloading again")
         return None
-    write_origin(folder, ORIGIN_DOWNLOADED, **(origin | {"verified": _stamp(folder, manifest)}))
+    _update_origin(folder, verified=_stamp(folder, manifest))  # same bytes, new mtime: hashed once more
     return manifest
 
 
@@ -341,6 +348,10 @@ def pull_converted(
     staging = dst.parent / STAGING_NAME
     try:
         commit = HfApi(endpoint=_endpoint(), token=token).model_info(repo, revision=revision).sha
+        if not force and read_origin(dst).get("revision") == commit and (known := cached_manifest(dst, say)):
+            # That name points at the commit already here: remember it, download nothing.
+            _update_origin(dst, requested=revision)
+            return known
         fetch = dict(repo_id=repo, revision=commit, local_dir=staging, token=token, endpoint=_endpoint())
         # The manifest first: a wrong converter version or a full disk is found before the big files move.
         hf_hub_download(filename=f"{quant}/{MANIFEST_NAME}", force_download=True, **fetch)  # type: ignore[arg-type]
@@ -387,6 +398,7 @@ def pull_converted(
         ORIGIN_DOWNLOADED,
         repo=repo,
         revision=commit,
+        requested=revision,
         quant=quant,
         verified=_stamp(folder, manifest),
     )

@@ -232,6 +232,15 @@ def test_a_file_changed_in_the_cache_is_found_and_fetched_again(env: Path, loopb
     hub.verify_model(again.path)
 
 
+def test_a_touched_but_intact_file_is_hashed_once_and_kept(env: Path, loopback: LoopbackHub) -> None:
+    first = hub.resolve_model(_ref())
+    os.utime(first.path / BIG, ns=(0, 10**18))  # new mtime, same bytes
+    before = len(loopback.requests)
+    assert hub.resolve_model(_ref()).path == first.path
+    assert len(loopback.requests) == before  # hashed, found intact, stamped again: no download
+    assert hub_repos.read_origin(first.path)["verified"][BIG][1] == 10**18
+
+
 def test_a_cut_connection_still_ends_verified(env: Path, loopback: LoopbackHub, repo_folder: Path) -> None:
     loopback.cut_once(f"{QUANT}/{BIG}", (repo_folder / QUANT / BIG).stat().st_size // 2)
     resolved = hub.resolve_model(_ref())
@@ -486,3 +495,24 @@ def test_speakers_of_a_converted_repo_come_from_its_config(loopback: LoopbackHub
     config = json.loads((tmp_path / "cache" / "hub" / "me--tiny-cv" / QUANT / "config.json").read_text())
     expected = list(config["talker_config"]["spk_id"])
     assert [s["name"] for s in result.json()["speakers"]] == expected and expected
+
+
+def test_a_named_revision_is_looked_up_once_and_a_new_commit_is_fetched(
+    env: Path, loopback: LoopbackHub, repo_folder: Path
+) -> None:
+    first = hub.resolve_model(_ref())
+    commit = loopback.repos[REPO].commit
+    before = _gets(loopback, BIG)
+    pinned = hub.resolve_model(f"hf:{REPO}@main:{QUANT}")  # same commit: no download, name remembered
+    assert pinned.path == first.path and _gets(loopback, BIG) == before
+    assert hub_repos.read_origin(first.path)["requested"] == "main"
+    requests = len(loopback.requests)
+    hub.resolve_model(f"hf:{REPO}@main:{QUANT}")
+    hub.resolve_model(f"hf:{REPO}@{commit}:{QUANT}")
+    assert len(loopback.requests) == requests  # both names are known now: zero requests
+
+    data = (repo_folder / QUANT / "config.json").read_bytes()
+    new_commit = loopback.replace_file(REPO, f"{QUANT}/README-extra.txt", data)  # the repo moved on
+    again = hub.resolve_model(f"hf:{REPO}@{new_commit}:{QUANT}")
+    assert hub_repos.read_origin(again.path)["revision"] == new_commit
+    hub.verify_model(again.path)
