@@ -398,8 +398,15 @@ def test_gc_lists_then_removes_only_what_is_stale(env: Path, loopback: LoopbackH
     _age(blobs / "abc.incomplete")
     (blobs / "fresh.incomplete").write_bytes(b"z")  # being written right now: kept
 
+    unfinished = env / "cache" / "models" / "0.6b-base" / "q8_0"  # no manifest, untouched for long
+    unfinished.mkdir(parents=True)
+    (unfinished / "talker.gguf").write_bytes(b"w" * 10)
+    _age(unfinished)
+    recent = env / "cache" / "models" / "0.6b-base" / "f16"  # no manifest yet, but just written: kept
+    recent.mkdir()
+
     garbage = {item.path: item for item in find_garbage()}
-    assert set(garbage) == {old, dead_temp, staging, blobs / "abc.incomplete"}
+    assert set(garbage) == {old, dead_temp, staging, blobs / "abc.incomplete", unfinished}
     assert "converter version 2" in garbage[old].reason
     assert garbage[dead_temp].size_bytes == 1000 and garbage[staging].size_bytes >= 500
 
@@ -410,9 +417,11 @@ def test_gc_lists_then_removes_only_what_is_stale(env: Path, loopback: LoopbackH
     done = run_cli(["models", "gc"], env_vars)
     assert done.code == 0 and "freed" in done.stderr
     assert not any(path.exists() for path in garbage)
-    assert live_temp.exists() and (blobs / "fresh.incomplete").exists()
+    assert live_temp.exists() and (blobs / "fresh.incomplete").exists() and recent.exists()
     hub.verify_model(good)
     assert find_garbage() == [] and collect([]) == 0
+    empty = run_cli(["models", "gc"], env_vars)
+    assert empty.code == 0 and empty.out == "" and "nothing to remove" in empty.stderr
 
 
 def test_list_shows_size_and_origin_per_quant(
