@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from qwen3tts_cli import catalog
+from qwen3tts_cli import catalog, spec
 from qwen3tts_cli.convert.manifest import (
     CONVERTER_VERSION,
     MANIFEST_FORMAT,
@@ -75,7 +75,7 @@ def parse_ref(text: str, quant: str | None = None) -> RepoRef:
     if not _REPO_ID.match(repo) or body.count("@") > 1 or (at and not revision):
         raise Qwen3TTSError(
             f"{text!r} is not a converted-repo reference",
-            "write hf:OWNER/NAME, optionally with @REVISION and :QUANT (e.g. hf:me/qwen3-tts-0.6b:q8_0)",
+            "write hf:OWNER/NAME[@REVISION][:QUANT], e.g. hf:me/qwen3-tts-0.6b:q8_0",
         )
     if named_quant and quant and named_quant != quant:
         raise Qwen3TTSError(
@@ -440,9 +440,19 @@ def source_license(manifest: Manifest, token: str | bool | None = None) -> str |
     return found.group(1) if found else None
 
 
+# What `say` needs besides the text, per model kind (a Base model clones, a VoiceDesign one is described).
+_VOICE_EXAMPLE = {
+    spec.KIND_CUSTOM_VOICE: " --speaker ryan",
+    spec.KIND_BASE: ' --ref-audio me.wav --ref-text "What I say in the recording."',
+    spec.KIND_VOICE_DESIGN: ' --design "a calm, low voice"',
+}
+
+
 def model_card(repo: str, manifests: dict[str, Manifest], license_id: str | None) -> str:
     """README.md of a converted repo: where it came from, what is in it, how to use it."""
     first = manifests[sorted(manifests)[0]]
+    ref = f"hf:{repo}:{sorted(manifests)[0]}"
+    voice = _VOICE_EXAMPLE.get(first.kind, "")
     source = first.source_repo or "unknown"
     revision = first.source_revision or "unknown"
     front = ["---", f"license: {license_id or 'other'}", "library_name: qwen3tts-cli"]
@@ -463,13 +473,13 @@ def model_card(repo: str, manifests: dict[str, Manifest], license_id: str | None
         "## Use it",
         "",
         "```sh",
-        f'qwen3tts say --model hf:{repo}:{sorted(manifests)[0]} "Hello there." -o hello.wav',
-        f"qwen3tts models pull hf:{repo}:{sorted(manifests)[0]}",
+        f'qwen3tts say --model {ref} "Hello there."{voice} -o hello.wav',
+        f"qwen3tts models pull {ref}",
         "```",
         "",
         "```python",
         "from qwen3tts_cli import TTS",
-        f'tts = TTS.load("hf:{repo}:{sorted(manifests)[0]}")',
+        f'tts = TTS.load("{ref}")',
         "```",
         "",
         "qwen3tts downloads only the files of the chosen quantization, checks each against the sha256 below "

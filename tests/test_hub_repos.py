@@ -128,7 +128,7 @@ def test_publish_then_pull_on_a_clean_cache_speak_and_go_offline(
         and str(tiny_model.parent) not in card.split("---")[1]
     )
     assert all(info["sha256"] in card for info in manifest.files.values())
-    assert "qwen3tts say --model hf:me/new:f32" in card
+    assert 'qwen3tts say --model hf:me/new:f32 "Hello there." --speaker ryan' in card
 
     wav = tmp_path / "hello.wav"
     say = ["say", "Hello", "-o", wav, "--model", "hf:me/new:f32", "--max-frames", "3", "-t", "1", "--greedy"]
