@@ -525,3 +525,26 @@ def test_a_named_revision_is_looked_up_once_and_a_new_commit_is_fetched(
     again = hub.resolve_model(f"hf:{REPO}@{new_commit}:{QUANT}")
     assert hub_repos.read_origin(again.path)["revision"] == new_commit
     hub.verify_model(again.path)
+
+
+def test_say_uses_the_catalogs_converted_repo_unless_told_to_convert_locally(
+    loopback: LoopbackHub, tmp_path: Path, source_checkpoint: Path
+) -> None:
+    loopback.add_repo(OFFICIAL, source_checkpoint)
+    say = ["say", "Hi", "--model", "0.6b-custom", "-q", QUANT, "--max-frames", "2", "-t", "1", "--greedy"]
+    for local in (False, True):
+        home = tmp_path / ("local" if local else "repo")
+        home.mkdir()
+        env = cli_env(home, HF_ENDPOINT=loopback.url, HF_HUB_OFFLINE="0")
+        env[catalog.CONVERTED_REPOS_ENV] = f"0.6b-custom={REPO}"
+        before = len(loopback.requests)
+        result = run_cli([*say, "-o", home / "hi.wav", *(["--convert-locally"] if local else [])], env)
+        assert result.code == 0, result.stderr
+        folder = home / "cache" / "models" / "0.6b-custom" / QUANT
+        origin = hub_repos.describe_origin(folder)
+        expected = "converted here" if local else f"downloaded converted ({REPO}@"
+        assert origin.startswith(expected), origin
+        asked = [r.path for r in loopback.requests[before:]]
+        assert any(f"/{REPO}/" in p for p in asked) != local
+        assert any(OFFICIAL in p for p in asked) == local
+        assert len(read_pcm16(home / "hi.wav")) == 2 * spec.SAMPLES_PER_FRAME
