@@ -181,7 +181,8 @@ class TTS:
         reserved_slots: int = 0,
         progress: hub.Progress | None = None,
     ) -> TTS:
-        """Open a model by catalog name, official checkpoint folder or converted folder.
+        """Open a model by catalog name, official checkpoint folder, converted folder or converted repo
+        (`hf:OWNER/NAME[@REVISION][:QUANT]`: that quant is downloaded and verified once).
 
         Without a name, the default model of `mode` ("presets", "design" or "clone"). A catalog model is
         downloaded and converted on first use, then loaded from the cache.

@@ -22,8 +22,32 @@ from qwen3tts_cli.errors import Qwen3TTSError
 # ---- reusable options -----------------------------------------------------------------------------------
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Catalog model name (see `qwen3tts models list`)."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Catalog model name (see `qwen3tts models list`) or converted repo hf:OWNER/NAME[@REV][:QUANT].",
+    ),
 ]
+ConvertLocallyFlag = Annotated[
+    bool,
+    typer.Option(
+        "--convert-locally",
+        help="Convert the official checkpoint here even if the catalog names a converted repo "
+        "(same as QWEN3TTS_CONVERT_LOCALLY=1).",
+    ),
+]
+
+
+def apply_convert_locally(convert_locally: bool) -> None:
+    """--convert-locally: every model this command resolves skips converted repos (read by the catalog)."""
+    if convert_locally:
+        import os
+
+        from qwen3tts_cli.catalog import CONVERT_LOCALLY_ENV
+
+        os.environ[CONVERT_LOCALLY_ENV] = "1"
+
+
 ModelDirOption = Annotated[
     Path | None,
     typer.Option("--model-dir", help="A local official checkpoint folder or a converted model folder."),

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 
 def as_model_target(name: str) -> str | Path:
-    """A folder when it looks like one (a separator, or it exists), else a catalog name."""
+    """A folder when it looks like one (a separator, or it exists), else a catalog name or hf: reference."""
+    if name.startswith("hf:"):
+        return name
     return Path(name).expanduser() if ("/" in name or "\\" in name or Path(name).exists()) else name
 
 

@@ -16,6 +16,7 @@ import typer
 
 from qwen3tts_cli.cli.codes import check_codes_target
 from qwen3tts_cli.cli.common import (
+    ConvertLocallyFlag,
     JsonOption,
     ModelDirOption,
     ModelOption,
@@ -23,6 +24,7 @@ from qwen3tts_cli.cli.common import (
     QuietOption,
     ThreadsOption,
     VoicesDirOption,
+    apply_convert_locally,
     model_argument,
     read_text,
 )
@@ -213,9 +215,11 @@ def say(
     voices_dir: VoicesDirOption = None,
     quiet: QuietOption = False,
     json_out: JsonOption = False,
+    convert_locally: ConvertLocallyFlag = False,
 ) -> None:
     """Speak text into an audio file, stdout or the speakers (shaping options buffer the utterance)."""
     started = time.perf_counter()
+    apply_convert_locally(convert_locally)
     choice = VoiceChoice(
         speaker=speaker,
         language=language,
