@@ -3,13 +3,18 @@ CPU-only build: `auto` must be exactly the CPU path (n_gpu_layers 0, the CPU thr
 
 from __future__ import annotations
 
+import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from test_cli import FAST, assert_clean_error, cli_env, run_cli
+from test_cli import converted as converted  # noqa: F401  (the session fixture, shared)
 
+from qwen3tts_cli import spec
 from qwen3tts_cli.audio import Qwen3TTSWarning
 from qwen3tts_cli.engine import devices, onnx_session
 from qwen3tts_cli.engine.devices import Device
@@ -193,3 +198,83 @@ def test_the_cores_go_to_the_side_left_on_the_cpu() -> None:
     both_gpu = devices.thread_split(8, lm_on_gpu=True, codec_on_gpu=True)
     assert (both_gpu.lm_threads, both_gpu.decoder_threads) == (1, 1)
     assert devices.thread_split(1, lm_on_gpu=True) == devices.ThreadSplit(1, 1, 1)
+
+
+# ---- the model and the CLI ---------------------------------------------------------------------------------
+def test_a_simulated_gpu_reaches_both_llama_models_and_the_thread_split(
+    converted: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qwen3tts_cli.model import LoadedModel
+
+    # llama.cpp on this CPU build has no Vulkan0: it loads the layers on the CPU, so the model still runs
+    monkeypatch.setattr(devices, "llama_devices", lambda: [CPU, LAVAPIPE])
+    with LoadedModel(converted(spec.KIND_CUSTOM_VOICE), threads=4, exact=True) as model:
+        assert model.placement == devices.LmPlacement(LAVAPIPE, -1)
+        for lm in (model.talker, model.predictor):
+            assert (lm.options.n_gpu_layers, lm.options.device, lm.n_threads) == (-1, "Vulkan0", 1)
+        assert model.cores.decoder_threads == 3  # the cores go to the decoder
+        used = model.devices_used()
+        assert (used["lm_device"], used["gpu_layers"], used["codec_provider"]) == (
+            "Vulkan0",
+            "all",
+            "CPUExecutionProvider",
+        )
+    with LoadedModel(converted(spec.KIND_CUSTOM_VOICE), threads=4, exact=True, gpu_layers="3") as model:
+        assert model.talker.options.n_gpu_layers == 3
+        assert model.talker.n_threads == 4  # part of each model stays on the CPU: the CPU split
+        assert model.cores.decoder_threads == 1
+
+
+def test_the_default_on_this_build_is_the_cpu_path(converted: Callable[..., Path]) -> None:
+    from qwen3tts_cli.model import LoadedModel
+
+    if devices.place_language_models().offloaded:
+        pytest.skip("this llama.cpp build has a GPU device")
+    with LoadedModel(converted(spec.KIND_CUSTOM_VOICE), threads=3, exact=True) as model:
+        assert (model.talker.options.n_gpu_layers, model.predictor.options.n_gpu_layers) == (0, 0)
+        assert (model.talker.n_threads, model.cores.decoder_threads) == (3, 1)  # CoreShare.split(3)
+        assert model.devices_used()["lm_device"] == "CPU"
+
+
+def test_say_json_reports_the_devices_used(converted: Callable[..., Path], tmp_path: Path) -> None:
+    model = converted(spec.KIND_CUSTOM_VOICE)
+    out = tmp_path / "a.wav"
+    result = run_cli(
+        ["say", "Hello.", "--model-dir", model, *FAST, "--max-frames", "3", "-o", out, "--json"],
+        cli_env(tmp_path),
+    )
+    assert result.code == 0, result.stderr
+    used = json.loads(result.stdout)["devices"]
+    assert used["codec_provider"] == "CPUExecutionProvider"
+    assert used["lm_device"] and used["lm_backend"]
+    assert used["lm_threads"] >= 1 and used["decoder_threads"] >= 1
+
+
+@pytest.mark.parametrize("command", ["say", "batch", "dialogue", "clone", "serve", "bench"])
+def test_every_loading_command_takes_the_device_options(command: str) -> None:
+    result = run_cli([command, "--help"], cli_env(Path("/nonexistent")), timeout=60)
+    assert result.code == 0, result.stderr
+    for option in ("--device", "--gpu-layers", "--codec-device"):
+        assert option in result.stdout.decode(), (command, option)
+
+
+def test_a_missing_device_is_one_error_line_before_any_download(tmp_path: Path) -> None:
+    if devices.choose_device("vulkan", devices.llama_devices()) is not None:
+        pytest.skip("this llama.cpp build has a Vulkan device")
+    # a catalog model that is not cached and offline: the device error must come first
+    result = run_cli(["say", "Hello.", "--device", "vulkan", "-o", tmp_path / "a.wav"], cli_env(tmp_path))
+    assert_clean_error(result, "--device vulkan", "has no vulkan device", "runtime/build_llama.sh vulkan")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.gguf"))
+
+
+def test_misspelt_device_options_are_usage_errors(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    for args, fragment in (
+        (["--device", "gpu"], "unknown --device 'gpu'"),
+        (["--codec-device", "tpu"], "unknown --codec-device 'tpu'"),
+        (["--gpu-layers", "lots"], "--gpu-layers"),
+        (["--device", "cpu", "--gpu-layers", "4"], "--gpu-layers needs a GPU"),
+    ):
+        result = run_cli(["say", "Hello.", *args, "-o", tmp_path / "a.wav"], env)
+        assert result.code == 2, result.stderr
+        assert_clean_error(result, fragment)
