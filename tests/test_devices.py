@@ -278,3 +278,23 @@ def test_misspelt_device_options_are_usage_errors(tmp_path: Path) -> None:
         result = run_cli(["say", "Hello.", *args, "-o", tmp_path / "a.wav"], env)
         assert result.code == 2, result.stderr
         assert_clean_error(result, fragment)
+
+
+def test_doctor_lists_simulated_devices_and_what_auto_picks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qwen3tts_cli.cli import doctor
+
+    monkeypatch.setattr(devices, "llama_devices", lambda: [CPU, LAVAPIPE])
+    monkeypatch.setattr(devices, "onnx_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    facts = doctor.report()["devices"]
+    assert [d["name"] for d in facts["llama_cpp"]] == ["CPU", "Vulkan0"]
+    assert facts["llama_cpp"][1]["memory_total"] == 32 * GiB and facts["llama_cpp"][1]["family"] == "vulkan"
+    assert facts["auto"]["lm_device"] == "Vulkan0" and facts["auto"]["gpu_layers"] == "all"
+    assert facts["auto"]["codec_provider"] == "CUDAExecutionProvider"
+    assert facts["auto"]["lm_threads"] == 1 and facts["auto"]["decoder_threads"] == 1  # both sides on devices
+    assert [line.split(":")[0] for line in facts["missing"]] == ["cuda", "metal"]
+    doctor.doctor(json_out=False)
+    text = capsys.readouterr().out
+    assert "Vulkan0:" in text and "llvmpipe" in text and "auto picks:" in text
+    assert "language models on Vulkan0" in text
