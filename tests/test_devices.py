@@ -298,3 +298,14 @@ def test_doctor_lists_simulated_devices_and_what_auto_picks(
     text = capsys.readouterr().out
     assert "Vulkan0:" in text and "llvmpipe" in text and "auto picks:" in text
     assert "language models on Vulkan0" in text
+
+
+def test_a_backend_without_devices_says_so_and_how_to_show_lavapipe() -> None:
+    with pytest.raises(Qwen3TTSError) as caught:
+        devices.require_device("vulkan", [CPU], backends=["CPU", "Vulkan"])
+    assert "has the vulkan backend but it found no device" in caught.value.message
+    assert "GGML_VK_VISIBLE_DEVICES=0" in caught.value.hint
+
+
+def test_this_build_registers_its_backends() -> None:
+    assert "CPU" in devices.llama_backends()

@@ -145,6 +145,18 @@ def llama_devices() -> list[Device]:
     return devices or [CPU_DEVICE]
 
 
+def llama_backends() -> list[str]:
+    """The ggml backends the build registered ("CPU", "Vulkan", ...), devices or not; [] when unreadable."""
+    try:
+        libs = _ggml_libraries()
+        count = _symbol(libs, "ggml_backend_reg_count", ctypes.c_size_t, [])
+        get = _symbol(libs, "ggml_backend_reg_get", ctypes.c_void_p, [ctypes.c_size_t])
+        name = _symbol(libs, "ggml_backend_reg_name", ctypes.c_char_p, [ctypes.c_void_p])
+        return [(name(get(i)) or b"").decode("utf-8", "replace") for i in range(int(count()))]
+    except (AttributeError, OSError):
+        return []
+
+
 def describe_devices(devices: list[Device]) -> str:
     """'CPU, Vulkan0 (llvmpipe)': what a build has, for error messages."""
     return ", ".join(f"{d.name} ({d.description})" if d.description else d.name for d in devices)
@@ -171,9 +183,21 @@ def choose_device(requested: str, devices: list[Device]) -> Device | None:
     return next((d for d in gpus if d.family == requested), None)
 
 
-def require_device(requested: str, devices: list[Device]) -> Device:
-    """`choose_device`, or the one-line error naming the device, what the wheel has and how to get it."""
+def require_device(requested: str, devices: list[Device], backends: list[str] | None = None) -> Device:
+    """`choose_device`, or the one-line error naming the device, what the wheel has and how to get it.
+
+    `backends` (the registered ggml backends) tells a build without the backend from a build whose backend
+    found no device: llama.cpp's Vulkan backend hides CPU-type devices (lavapipe) unless they are named."""
     device = choose_device(requested, devices)
+    if device is None and backends and set(backends) & set(LM_DEVICES.get(requested.lower(), ())):
+        hint = "check the driver (vulkaninfo / nvidia-smi)"
+        if requested.lower() == "vulkan":
+            hint = "for a software Vulkan device such as lavapipe set GGML_VK_VISIBLE_DEVICES=0; " + hint
+        raise Qwen3TTSError(
+            f"--device {requested}: the installed llama.cpp build has the {requested} backend but it found "
+            f"no device (it has: {describe_devices(devices)})",
+            hint,
+        )
     if device is None:
         raise Qwen3TTSError(
             f"--device {requested}: the installed llama.cpp build has no {requested} device "
@@ -228,7 +252,7 @@ def place_language_models(
     """Resolve --device/--gpu-layers against the installed build (or `devices`, for tests)."""
     layers = parse_gpu_layers(gpu_layers)
     found = llama_devices() if devices is None else devices
-    device = require_device(requested, found)
+    device = require_device(requested, found, llama_backends() if devices is None else None)
     if requested.lower() == "cpu" and layers not in (None, 0):
         raise Qwen3TTSError("--gpu-layers needs a GPU device", "drop --gpu-layers or pick --device")
     return LmPlacement(device, gpu_layers_for(device, layers))
