@@ -17,12 +17,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from qwen3tts_cli.cli.common import (
+    CodecDeviceOption,
+    DeviceOption,
+    GpuLayersOption,
     JsonOption,
     QuantOption,
     QuietOption,
     StatusLine,
     ThreadsOption,
     VoicesDirOption,
+    device_choice,
     print_json,
     status,
     usage_error,
@@ -103,6 +107,9 @@ def batch(
     ] = None,
     quant: QuantOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    gpu_layers: GpuLayersOption = None,
+    codec_device: CodecDeviceOption = "auto",
     exact: Annotated[bool, typer.Option("--exact", help="f32 KV cache, no flash attention.")] = False,
     greedy: Annotated[bool, typer.Option("--greedy", help="No sampling.")] = False,
     lexicon_file: Annotated[
@@ -124,6 +131,7 @@ def batch(
     from qwen3tts_cli.tts import SamplingOptions
 
     _check_voice_options(speaker, voice, design, instruct)
+    devices = device_choice(device, gpu_layers, codec_device)
     defaults = ListDefaults(
         speaker=speaker, voice=voice, design=design, instruct=instruct, language=language, format=audio_format
     )
@@ -160,10 +168,11 @@ def batch(
     if dry_run:
         _dry_run(lines, bad, settings, _local_model_ids(given, needed, lines, quant), json_out)
         return
+    devices.check_installed()
     folders, ids = _resolve_models(given, needed, lines, quant, quiet)
     progress = _Progress(len(lines) + len(bad), len(bad), enabled=not quiet and sys.stderr.isatty())
 
-    load = kind_loader(folders, threads, exact, voices_dir)
+    load = kind_loader(folders, threads, exact, voices_dir, devices)
     try:
         report = run_batch(lines, load, ids, settings, progress.line)
     except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (cli/app.py raises SystemExit)

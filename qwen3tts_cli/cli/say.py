@@ -16,7 +16,10 @@ import typer
 
 from qwen3tts_cli.cli.codes import check_codes_target
 from qwen3tts_cli.cli.common import (
+    CodecDeviceOption,
     ConvertLocallyFlag,
+    DeviceOption,
+    GpuLayersOption,
     JsonOption,
     ModelDirOption,
     ModelOption,
@@ -25,6 +28,7 @@ from qwen3tts_cli.cli.common import (
     ThreadsOption,
     VoicesDirOption,
     apply_convert_locally,
+    device_choice,
     model_argument,
     read_text,
 )
@@ -95,6 +99,9 @@ def say(
     model_dir: ModelDirOption = None,
     quant: QuantOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    gpu_layers: GpuLayersOption = None,
+    codec_device: CodecDeviceOption = "auto",
     exact: Annotated[
         bool,
         typer.Option(
@@ -231,6 +238,7 @@ def say(
         ref_text=ref_text,
         x_vector_only=x_vector_only,
     )
+    devices = device_choice(device, gpu_layers, codec_device)
     spoken = read_text(text, file)
     tagged = check_speakable(spoken)
     mode = choice.mode()
@@ -260,7 +268,9 @@ def say(
         seed = int.from_bytes(os.urandom(4), "little") >> 1
     pieces_together = batch_size(batch, spoken, not no_split, play)
     generation = GenerationChoice(sampling, seed, max_frames, not no_split, streaming_text, pieces_together)
-    with load_tts(chosen, mode, quant, threads, exact, voices_dir, quiet, pieces_together) as tts:
+    with load_tts(
+        chosen, mode, quant, threads, exact, voices_dir, quiet, pieces_together, devices=devices
+    ) as tts:
         request = replace(build_request(tts, spoken, choice, generation), pause=pause, lexicon=lexicon)
         result = speak(tts, request, sinks, codes_target, quiet, shaping)
     facts = summary(tts, target, audio_format, play, request, result, codes_target, started)
