@@ -105,7 +105,7 @@ def main() -> None:
                         "1",
                         "--greedy",
                     ]
-                    args += ["--max-frames", "7"]
+                    args += ["--exact", "--max-frames", "7"]  # parity mode: f32 KV, no flash attn
                     tag = f"{size}-{case_name}-{quant}"
                     cpu_codes, cpu_audio, _ = say([*args, "--device", "cpu"], env, work, tag + "-cpu")
                     started = time.perf_counter()
