@@ -309,3 +309,14 @@ def test_a_backend_without_devices_says_so_and_how_to_show_lavapipe() -> None:
 
 def test_this_build_registers_its_backends() -> None:
     assert "CPU" in devices.llama_backends()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the Linux memory map")
+def test_discovery_uses_the_ggml_llama_cpp_loaded_not_a_second_copy() -> None:
+    # wheels hold libggml.so / .so.0 / .so.0.x as copies: opening another one maps a second, empty registry
+    devices.llama_devices()
+    devices.llama_backends()
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    mapped = {line.split()[-1] for line in lines if "libggml" in line}
+    names = [Path(path).name.split(".so")[0] for path in mapped]
+    assert sorted(names) == sorted(set(names)), mapped

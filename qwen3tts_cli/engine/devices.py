@@ -76,17 +76,21 @@ CPU_DEVICE = Device(name="CPU", backend="CPU", kind="cpu", description="the CPU"
 
 # ---- llama.cpp: discovery --------------------------------------------------------------------------------
 def _ggml_libraries() -> list[ctypes.CDLL]:
-    """The ggml libraries next to libllama (already loaded by llama_cpp, so dlopen returns the same copy)."""
-    import llama_cpp
+    """Handles that reach the ggml copy llama.cpp itself uses.
 
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    found = []
-    for stem in ("ggml", "ggml-base"):
-        for file_name in (f"lib{stem}.so", f"lib{stem}.dylib", f"{stem}.dll"):
-            if (lib_dir / file_name).is_file():
-                found.append(ctypes.CDLL(str(lib_dir / file_name)))
-                break
-    return found
+    Wheels hold libggml.so, .so.0 and .so.0.x as separate copies, and dlopen of another copy's path maps a
+    second ggml with its own (empty) backend registry, so never open the files by path on Linux/macOS:
+    dlsym on libllama's handle searches its dependencies, which are the loaded ggml. Windows' GetProcAddress
+    does not search dependencies, but there each DLL is one file and loading it again returns the same one.
+    """
+    import llama_cpp.llama_cpp as binding
+
+    libraries = [binding._lib]
+    lib_dir = Path(binding.__file__).parent / "lib"
+    for file_name in ("ggml.dll", "ggml-base.dll"):
+        if (lib_dir / file_name).is_file():
+            libraries.append(ctypes.CDLL(str(lib_dir / file_name)))
+    return libraries
 
 
 def _symbol(libraries: list[ctypes.CDLL], name: str, restype: Any, argtypes: list[Any]) -> Any:
