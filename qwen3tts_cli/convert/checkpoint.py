@@ -156,7 +156,7 @@ class Checkpoint:
 
     def tensor(self, name: str) -> np.ndarray:
         try:
-            return self.weights.read(name)
+            return self.weights.load(name)
         except KeyError:
             raise Qwen3TTSError(
                 f"{self.folder}/model.safetensors has no tensor {name}",
@@ -165,7 +165,7 @@ class Checkpoint:
 
     def codec_tensor(self, name: str) -> np.ndarray:
         try:
-            return self.codec_weights.read(name)
+            return self.codec_weights.load(name)
         except KeyError:
             raise Qwen3TTSError(
                 f"{self.folder}/speech_tokenizer/model.safetensors has no tensor {name}",
