@@ -19,11 +19,15 @@ Example:
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from onnx import helper, numpy_helper
 
 DEFAULT_OPSET = 17
@@ -43,12 +47,22 @@ def _tensor_type(dtype: np.dtype | type | int) -> int:
 class GraphBuilder:
     """Accumulates nodes, initializers, inputs and outputs of one ONNX graph."""
 
-    def __init__(self, name: str = "graph", opset: int = DEFAULT_OPSET, doc: str = "") -> None:
+    def __init__(
+        self,
+        name: str = "graph",
+        opset: int = DEFAULT_OPSET,
+        doc: str = "",
+        spool_dir: str | Path | None = None,
+    ) -> None:
         self.name = name
         self.opset = opset
         self.doc = doc
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        # Initializers are serialized as they are made into an anonymous file (in `spool_dir`, default the
+        # system temp folder) and copied into the model file by `save`: the weights are never all in memory.
+        self._spool: IO[bytes] = tempfile.TemporaryFile(dir=spool_dir)
+        self._spool_bytes = 0
+        self._weight_bytes = 0
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         self.metadata: dict[str, str] = {}
@@ -87,8 +101,20 @@ class GraphBuilder:
     def weight(self, array: np.ndarray, hint: str = "w") -> str:
         """A new initializer holding `array` (its dtype is kept; pass float32 for weights)."""
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        tensor = numpy_helper.from_array(np.ascontiguousarray(array), name)
+        self._weight_bytes += int(np.asarray(array).nbytes)
+        self._spool_bytes += self._spool.write(_field(_GRAPH_INITIALIZER, tensor.SerializeToString()))
         return name
+
+    @property
+    def initializers(self) -> list[onnx.TensorProto]:
+        """Every initializer so far, parsed back from the spool (for tests and in-memory models)."""
+        self._spool.seek(0)
+        data = self._spool.read(self._spool_bytes)
+        self._spool.seek(0, 2)
+        holder = onnx.GraphProto()
+        holder.ParseFromString(data)  # the spool is a run of GraphProto `initializer` fields
+        return list(holder.initializer)
 
     def const(
         self, values: Sequence[int] | Sequence[float] | np.ndarray | int | float, dtype=np.int64
@@ -116,8 +142,9 @@ class GraphBuilder:
         return out_names
 
     # ---- output ---------------------------------------------------------------------------------------
-    def to_model(self) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+    def to_model(self, *, with_weights: bool = True) -> onnx.ModelProto:
+        initializers = self.initializers if with_weights else []
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, initializers)
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="qwen3tts"
         )
@@ -128,18 +155,20 @@ class GraphBuilder:
         return model
 
     def weight_bytes(self) -> int:
-        return sum(
-            int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-            for t in self.initializers
-        )
+        return self._weight_bytes
 
     def save(self, path: str | Path) -> None:
-        """Write the model; past ~1.8 GB the weights go to `<name>.data` next to it (ONNX external data)."""
+        """Write the model; past ~1.8 GB the weights go to `<name>.data` next to it (ONNX external data).
+
+        Inline models are written as protobuf would serialize `to_model()` (fields in number order), with
+        the spooled initializers copied in between the graph's fields 1-4 and 6+: same bytes, one tensor
+        in memory at a time.
+        """
         path = Path(path)
-        model = self.to_model()
         if self.weight_bytes() < _MAX_INLINE_BYTES:
-            onnx.save_model(model, str(path))
+            self._write_streamed(path)
             return
+        model = self.to_model()
         onnx.save_model(
             model,
             str(path),
@@ -147,6 +176,56 @@ class GraphBuilder:
             all_tensors_to_one_file=True,
             location=path.name + ".data",
         )
+
+    def _write_streamed(self, path: Path) -> None:
+        model = self.to_model(with_weights=False)
+        graph_head, graph_tail = _split_fields(model.graph, _GRAPH_INITIALIZER)
+        model.ClearField("graph")
+        model_head, model_tail = _split_fields(model, _MODEL_GRAPH)
+        graph_size = len(graph_head) + self._spool_bytes + len(graph_tail)
+        with open(path, "wb") as out:
+            out.write(model_head)
+            out.write(_tag(_MODEL_GRAPH) + _varint(graph_size))
+            out.write(graph_head)
+            self._spool.seek(0)
+            shutil.copyfileobj(self._spool, out, 1 << 22)
+            out.write(graph_tail)
+            out.write(model_tail)
+
+    def close(self) -> None:
+        self._spool.close()
+
+
+# ---- protobuf framing (wire format: tag = field number << 3 | 2 for length-delimited, varint lengths) -----
+_MODEL_GRAPH = 7  # ModelProto.graph
+_GRAPH_INITIALIZER = 5  # GraphProto.initializer
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _tag(number: int) -> bytes:
+    return _varint(number << 3 | 2)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _tag(number) + _varint(len(payload)) + payload
+
+
+def _split_fields(message: Message, number: int) -> tuple[bytes, bytes]:
+    """The serialized fields of `message` numbered below `number`, and those above it."""
+    head, tail = type(message)(), type(message)()
+    head.CopyFrom(message)
+    tail.CopyFrom(message)
+    for field, _ in message.ListFields():
+        (tail if field.number < number else head).ClearField(field.name)
+    return head.SerializeToString(), tail.SerializeToString()
 
 
 # ---- shape and indexing helpers -----------------------------------------------------------------------
