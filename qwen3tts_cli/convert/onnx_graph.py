@@ -101,9 +101,20 @@ class GraphBuilder:
     def weight(self, array: np.ndarray, hint: str = "w") -> str:
         """A new initializer holding `array` (its dtype is kept; pass float32 for weights)."""
         name = self.fresh(hint)
-        tensor = numpy_helper.from_array(np.ascontiguousarray(array), name)
-        self._weight_bytes += int(np.asarray(array).nbytes)
-        self._spool_bytes += self._spool.write(_field(_GRAPH_INITIALIZER, tensor.SerializeToString()))
+        array = np.ascontiguousarray(array)
+        self._weight_bytes += int(array.nbytes)
+        if array.dtype.kind in "biuf" and array.dtype.byteorder != ">":
+            # numpy_helper.from_array's message (dims, data_type, name, raw_data = the array's bytes), framed
+            # by hand so the data goes from the array to the spool without two more copies
+            head = onnx.TensorProto(dims=array.shape, data_type=_tensor_type(array.dtype), name=name)
+            header = head.SerializeToString() + _tag(_TENSOR_RAW_DATA) + _varint(array.nbytes)
+            self._spool_bytes += self._spool.write(
+                _tag(_GRAPH_INITIALIZER) + _varint(len(header) + array.nbytes) + header
+            )
+            self._spool_bytes += self._spool.write(array.data) if array.nbytes else 0
+        else:
+            tensor = numpy_helper.from_array(array, name)
+            self._spool_bytes += self._spool.write(_field(_GRAPH_INITIALIZER, tensor.SerializeToString()))
         return name
 
     @property
@@ -199,6 +210,7 @@ class GraphBuilder:
 # ---- protobuf framing (wire format: tag = field number << 3 | 2 for length-delimited, varint lengths) -----
 _MODEL_GRAPH = 7  # ModelProto.graph
 _GRAPH_INITIALIZER = 5  # GraphProto.initializer
+_TENSOR_RAW_DATA = 9  # TensorProto.raw_data (after dims 1, data_type 2, name 8; nothing later is set)
 
 
 def _varint(value: int) -> bytes:
@@ -283,7 +295,7 @@ def linear(
         "MatMul", x, g.weight(np.ascontiguousarray(weight.T, dtype=np.float32), f"{hint}.weight_t"), hint=hint
     )
     if bias is not None:
-        y = g.op("Add", y, g.weight(bias.astype(np.float32), f"{hint}.bias"), hint=hint)
+        y = g.op("Add", y, g.weight(np.asarray(bias, dtype=np.float32), f"{hint}.bias"), hint=hint)
     return y
 
 
@@ -300,9 +312,9 @@ def conv1d(
     hint: str = "conv",
 ) -> str:
     """Conv1d on [B, C_in, T]; `weight` [C_out, C_in/groups, k]; `pads` = zero padding (left, right)."""
-    inputs = [x, g.weight(weight.astype(np.float32), f"{hint}.weight")]
+    inputs = [x, g.weight(np.asarray(weight, dtype=np.float32), f"{hint}.weight")]
     if bias is not None:
-        inputs.append(g.weight(bias.astype(np.float32), f"{hint}.bias"))
+        inputs.append(g.weight(np.asarray(bias, dtype=np.float32), f"{hint}.bias"))
     return g.op(
         "Conv",
         *inputs,
@@ -327,9 +339,9 @@ def conv_transpose1d(
 ) -> str:
     """ConvTranspose1d on [B, C_in, T] with no padding: output length (T - 1) * stride + k.
     `weight` is [C_in, C_out/groups, k] as in torch.nn.ConvTranspose1d."""
-    inputs = [x, g.weight(weight.astype(np.float32), f"{hint}.weight")]
+    inputs = [x, g.weight(np.asarray(weight, dtype=np.float32), f"{hint}.weight")]
     if bias is not None:
-        inputs.append(g.weight(bias.astype(np.float32), f"{hint}.bias"))
+        inputs.append(g.weight(np.asarray(bias, dtype=np.float32), f"{hint}.bias"))
     return g.op(
         "ConvTranspose",
         *inputs,
@@ -347,16 +359,16 @@ def rms_norm(g: GraphBuilder, x: str, weight: np.ndarray, eps: float, hint: str 
     variance = reduce_mean(g, square, [-1], hint=hint)
     root = g.op("Sqrt", g.op("Add", variance, g.const(eps, np.float32), hint=hint), hint=hint)
     normed = g.op("Div", x, root, hint=hint)
-    return g.op("Mul", normed, g.weight(weight.astype(np.float32), f"{hint}.weight"), hint=hint)
+    return g.op("Mul", normed, g.weight(np.asarray(weight, dtype=np.float32), f"{hint}.weight"), hint=hint)
 
 
 def layer_norm(
     g: GraphBuilder, x: str, weight: np.ndarray, bias: np.ndarray | None, eps: float, hint: str = "layer_norm"
 ) -> str:
     """LayerNorm over the last axis (ONNX LayerNormalization, opset >= 17)."""
-    inputs = [x, g.weight(weight.astype(np.float32), f"{hint}.weight")]
+    inputs = [x, g.weight(np.asarray(weight, dtype=np.float32), f"{hint}.weight")]
     if bias is not None:
-        inputs.append(g.weight(bias.astype(np.float32), f"{hint}.bias"))
+        inputs.append(g.weight(np.asarray(bias, dtype=np.float32), f"{hint}.bias"))
     return g.op("LayerNormalization", *inputs, axis=-1, epsilon=float(eps), hint=hint)
 
 

@@ -85,6 +85,19 @@ class TensorRows:
         self.close()
 
 
+def release_pages(mapped: np.ndarray, begin: int, end: int) -> None:
+    """Drop bytes [begin, end) of the file mapped by `mapped` (an np.memmap) from this process's RSS.
+
+    Linux/macOS; elsewhere nothing. Read again, the pages come back from the file, so views stay valid.
+    """
+    mapping = getattr(mapped, "_mmap", None)  # np.memmap's mmap object
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if mapping is None or advice is None or end <= begin:
+        return
+    start = begin // mmap.PAGESIZE * mmap.PAGESIZE  # madvise wants page-aligned
+    mapping.madvise(advice, start, end - start)
+
+
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     """Widen bf16 bit patterns (uint16) to float32 exactly: bf16 is the top half of an f32."""
     return (raw.astype(np.uint32) << 16).view(np.float32)
@@ -173,12 +186,7 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
         from the file (page cache), so views stay valid.
         """
         begin, end = self._entries[name]["data_offsets"]
-        mapping = getattr(self._map, "_mmap", None)  # np.memmap's mmap object
-        advice = getattr(mmap, "MADV_DONTNEED", None)
-        if mapping is None or advice is None or end <= begin:
-            return
-        start = (self._data_start + begin) // mmap.PAGESIZE * mmap.PAGESIZE  # madvise wants page-aligned
-        mapping.madvise(advice, start, self._data_start + end - start)
+        release_pages(self._map, self._data_start + begin, self._data_start + end)
 
     def _stored(self, name: str) -> tuple[np.dtype, int, int]:
         """(stored dtype, absolute begin, absolute end) of tensor `name`."""
