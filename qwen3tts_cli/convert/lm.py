@@ -203,7 +203,7 @@ def write_predictor_gguf(ckpt: Checkpoint, out_path: str | Path) -> None:
 
 
 # ---- tables.safetensors ---------------------------------------------------------------------------------
-def _table_sources(ckpt: Checkpoint) -> list[str]:
+def table_sources(ckpt: Checkpoint) -> list[str]:
     """Official names of every tensor stored in tables.safetensors (we keep the official names)."""
     groups = int(ckpt.talker_config.get("num_code_groups", 16))
     names = [
@@ -230,14 +230,14 @@ def write_tables(ckpt: Checkpoint, out_path: str | Path, *, int8_heads: bool = F
     copied in blocks from the file), written and dropped; an 8-bit head re-reads its f32 head when its turn
     comes, so at most one head is held.
     """
-    sources = _table_sources(ckpt)
+    sources = table_sources(ckpt)
     entries: list[tuple[str, str, tuple[int, ...]]] = []
     parts: list[Callable[[], Iterator[bytes]]] = []
     for name in sources:
         shape = _stored_shape(ckpt, name)  # a clear error when it is missing
         if name == table_names.TEXT_EMBEDDING and ckpt.weights.dtype(name) == "BF16":
             entries.append((name, "BF16", shape))  # the shipped bf16 bits, copied unchanged
-            parts.append(lambda name=name: ckpt.weights.raw_blocks(name))
+            parts.append(lambda name=name: ckpt.tensor_blocks(name))
         else:
             entries.append((name, "F32", shape))
             parts.append(lambda name=name: array_chunks(ckpt.tensor(name), "F32"))
