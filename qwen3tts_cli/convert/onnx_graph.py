@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -194,17 +195,32 @@ class GraphBuilder:
         model.ClearField("graph")
         model_head, model_tail = _split_fields(model, _MODEL_GRAPH)
         graph_size = len(graph_head) + self._spool_bytes + len(graph_tail)
-        with open(path, "wb") as out:
-            out.write(model_head)
-            out.write(_tag(_MODEL_GRAPH) + _varint(graph_size))
-            out.write(graph_head)
-            self._spool.seek(0)
-            shutil.copyfileobj(self._spool, out, 1 << 22)
-            out.write(graph_tail)
-            out.write(model_tail)
+        self._spool.flush()
+        with open(path, "wb", buffering=0) as out:  # unbuffered: sendfile moves the file position itself
+            out.write(model_head + _tag(_MODEL_GRAPH) + _varint(graph_size) + graph_head)
+            _copy_spool(self._spool, out, self._spool_bytes)
+            out.write(graph_tail + model_tail)
 
     def close(self) -> None:
         self._spool.close()
+
+
+def _copy_spool(spool: IO[bytes], out: IO[bytes], count: int) -> None:
+    """Append the first `count` bytes of `spool` to `out`: in the kernel where it can, else in 4 MB blocks."""
+    if hasattr(os, "sendfile"):
+        try:
+            offset = 0
+            while offset < count:
+                sent = os.sendfile(out.fileno(), spool.fileno(), offset, count - offset)
+                if sent == 0:
+                    raise OSError("the spool ended early")
+                offset += sent
+            return
+        except OSError:
+            if offset:  # part of it was sent: redoing it in user space would duplicate bytes
+                raise
+    spool.seek(0)
+    shutil.copyfileobj(spool, out, 1 << 22)
 
 
 # ---- protobuf framing (wire format: tag = field number << 3 | 2 for length-delimited, varint lengths) -----
