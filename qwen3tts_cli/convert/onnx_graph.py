@@ -197,12 +197,18 @@ class GraphBuilder:
         graph_size = len(graph_head) + self._spool_bytes + len(graph_tail)
         self._spool.flush()
         with open(path, "wb", buffering=0) as out:  # unbuffered: sendfile moves the file position itself
-            out.write(model_head + _tag(_MODEL_GRAPH) + _varint(graph_size) + graph_head)
+            _write_all(out, model_head + _tag(_MODEL_GRAPH) + _varint(graph_size) + graph_head)
             _copy_spool(self._spool, out, self._spool_bytes)
-            out.write(graph_tail + model_tail)
+            _write_all(out, graph_tail + model_tail)
 
     def close(self) -> None:
         self._spool.close()
+
+
+def _write_all(out: IO[bytes], data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # an unbuffered write may take only part of the buffer
+        view = view[out.write(view) :]
 
 
 def _copy_spool(spool: IO[bytes], out: IO[bytes], count: int) -> None:
