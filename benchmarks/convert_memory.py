@@ -62,6 +62,13 @@ def run_convert(python: Path, package_root: Path, ckpt: Path, out: Path, quant: 
     return record
 
 
+def git_commit(folder: Path) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(folder), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    )
+    return f"{folder} at {done.stdout.strip()[:80]}" if done.returncode == 0 else str(folder)
+
+
 def memory_total() -> str:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
@@ -82,8 +89,10 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {result['machine']}. Threads: {result['threads']}. {result['note']}",
         "",
+        f"Before: {result.get('before_commit', '?')}. After: {result.get('after_commit', '?')}.",
+        "",
         "| size | quant | peak RSS before | peak RSS after | time before | time after | time ratio "
-        "| identical files | disk estimate / written |",
+        "| identical files | disk check: peak estimate / final size |",
         "|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in result["rows"]:
@@ -156,6 +165,8 @@ def main() -> None:
             for side in ("before", "after"):
                 shutil.rmtree(scratch / side, ignore_errors=True)
     result = {
+        "before_commit": git_commit(args.before),
+        "after_commit": git_commit(ROOT),
         "machine": f"{os.cpu_count()} cores, {memory_total()}",
         "threads": args.threads,
         "note": args.note,
