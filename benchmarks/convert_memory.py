@@ -174,8 +174,8 @@ def main() -> None:
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
+    args.out.parent.joinpath(args.out.name + ".json").write_text(json.dumps(result, indent=1) + "\n")
+    args.out.parent.joinpath(args.out.name + ".md").write_text(markdown(result))
     print(markdown(result))
 
 
