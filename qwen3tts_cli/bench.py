@@ -81,6 +81,9 @@ class BenchConfig:
     # text vocabulary of the random checkpoint: "auto" (the real Qwen one if dashscope is installed, else
     # the synthetic fixture), "fixture", or the path of a Qwen tiktoken rank file
     vocabulary: str = "auto"
+    device: str = "auto"  # our language models' device (auto|cpu|cuda|vulkan|metal), as `say --device`
+    gpu_layers: int | None = None  # None: all layers when on a GPU
+    codec_device: str = "auto"  # ONNX Runtime provider for the codec (auto|cpu|cuda|dml|coreml)
 
 
 @dataclass
@@ -593,6 +596,9 @@ def measure_ours(
     long_text: bool,
     long_frames: int,
     long_batch: int = 1,
+    device: str = "auto",
+    gpu_layers: int | None = None,
+    codec_device: str = "auto",
 ) -> dict[str, Any]:
     """Load a converted folder and time streaming requests. Runs in a fresh process (see `main`).
 
@@ -603,8 +609,10 @@ def measure_ours(
 
     result: dict[str, Any] = {"folder": str(folder), "threads": threads, "blas": _blas_info()}
     start = time.perf_counter()
-    model = LoadedModel(folder, threads=threads)
+    placed = {"device": device, "gpu_layers": gpu_layers, "codec_device": codec_device}
+    model = LoadedModel(folder, threads=threads, **placed)
     result["load_seconds"] = round(time.perf_counter() - start, 3)
+    result["devices"] = model.devices_used()
     result["rss_after_load_mb"] = _current_rss_mb()
     tts = TTS(model)
     profiler = FrameProfiler(model)
@@ -626,7 +634,7 @@ def measure_ours(
     result["peak_rss_mb"] = round(peak_rss_mb() or 0.0, 1)
     model.close()
     if long_text:
-        model = LoadedModel(folder, threads=threads, max_batch=long_batch)
+        model = LoadedModel(folder, threads=threads, max_batch=long_batch, **placed)
         tts = TTS(model)
         profiler = FrameProfiler(model)
         options["batch"] = long_batch
@@ -862,6 +870,10 @@ def check_config(config: BenchConfig) -> None:
         raise Qwen3TTSError(f"unknown precision {unknown[0]!r}", f"use one of {', '.join(QUANT_TYPES)}")
     if config.frames < 1 or config.repeats < 1 or config.long_frames < 1:
         raise Qwen3TTSError("frames, repeats and long frames must be at least 1", "pass positive numbers")
+    from qwen3tts_cli.engine.devices import choose_codec_provider, onnx_providers, place_language_models
+
+    place_language_models(config.device, config.gpu_layers)  # a missing device fails before any build
+    choose_codec_provider(config.codec_device, onnx_providers())
 
 
 _BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -871,7 +883,10 @@ _THREAD_VARS = (*_BLAS_VARS, "OMP_WAIT_POLICY", "OPENBLAS_CORETYPE")
 def _ours_args(folder: Path, config: BenchConfig, threads: int) -> list[str]:
     args = ["ours", str(folder), "--frames", str(config.frames), "--repeats", str(config.repeats)]
     args += ["--threads", str(threads), "--seed", str(config.seed), "--long-frames", str(config.long_frames)]
-    args += ["--long-batch", str(config.long_batch)]
+    args += ["--long-batch", str(config.long_batch), "--device", config.device]
+    args += ["--codec-device", config.codec_device]
+    if config.gpu_layers is not None:
+        args += ["--gpu-layers", str(config.gpu_layers)]
     if config.greedy:
         args.append("--greedy")
     if not config.long_text:
@@ -883,8 +898,14 @@ def _one_line(quant: str, entry: dict[str, Any]) -> str:
     single = entry.get("single")
     if not single:
         return f"  {quant}: {entry.get('status')}"
+    used = entry.get("devices") or {}
+    where = (
+        f" on {used['lm_device']} ({used['lm_description']})"
+        if used.get("lm_backend", "CPU") != "CPU"
+        else ""
+    )
     return (
-        f"  {quant}: RTF {single['rtf']['median']:.3f} (min {single['rtf']['min']:.3f}), first audio"
+        f"  {quant}{where}: RTF {single['rtf']['median']:.3f} (min {single['rtf']['min']:.3f}), first audio"
         f" {1000 * single['first_audio_seconds']['median']:.0f} ms, peak RSS {entry['peak_rss_mb']:.0f} MiB,"
         f" other processes {single['other_cores']['median']:.2f} cores"
     )
@@ -930,6 +951,18 @@ def _ratio(peer: float | None, ours: float | None) -> str:
     return f"{peer / ours:.2f}× faster" if peer >= ours else f"{ours / peer:.2f}× slower"
 
 
+def _devices_seen(data: dict[str, Any]) -> str:
+    """' (LMs on Vulkan0 llvmpipe ..., codec on CPUExecutionProvider)': what our runs really used."""
+    seen = sorted(
+        {
+            f"LMs on {d['lm_device']} ({d['lm_description']}), codec on {d['codec_provider']}"
+            for entry in data.get("ours", {}).values()
+            if isinstance(entry, dict) and isinstance(d := entry.get("devices"), dict)
+        }
+    )
+    return f" ({'; '.join(seen)})" if seen else ""
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     """The human summary: one row per configuration, ratios to each peer, the per-frame split, load."""
     config, machine = data["config"], data["machine"]
@@ -938,6 +971,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
         f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gb')} GB;"
         f" threads {config['threads']} (numpy BLAS threads: {config.get('blas_threads') or 'inherited'});"
+        f" ours: --device {config.get('device', 'auto')} --codec-device {config.get('codec_device', 'auto')}"
+        f"{_devices_seen(data)};"
         f" {config['frames']} frames per run"
         f" ({config['frames'] / FRAME_RATE:.2f} s of audio), {config['repeats']} runs each,"
         f" {'greedy' if config['greedy'] else 'sampled'}"
@@ -1154,6 +1189,9 @@ def main(argv: list[str] | None = None) -> int:
     ours.add_argument("--no-long-text", action="store_true")
     ours.add_argument("--long-frames", type=int, default=56)
     ours.add_argument("--long-batch", type=int, default=8)
+    ours.add_argument("--device", default="auto")
+    ours.add_argument("--gpu-layers", type=int, default=None)
+    ours.add_argument("--codec-device", default="auto")
     ours.add_argument("--result", type=Path, required=True)
     convert = sub.add_parser("convert", help="convert a checkpoint, timing it")
     convert.add_argument("source", type=Path)
@@ -1173,6 +1211,9 @@ def main(argv: list[str] | None = None) -> int:
             long_text=not args.no_long_text,
             long_frames=args.long_frames,
             long_batch=args.long_batch,
+            device=args.device,
+            gpu_layers=args.gpu_layers,
+            codec_device=args.codec_device,
         )
     else:
         record = _convert_worker(args.source, args.target, args.quant, args.threads)

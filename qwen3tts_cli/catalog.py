@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from qwen3tts_cli import spec
@@ -73,6 +74,8 @@ class ModelEntry:
     size_tag: str
     talker_hidden: int
     description: str
+    # A repo of ready converted folders (`qwen3tts models publish`), preferred over converting `repo` here.
+    converted_repo: str | None = None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -189,6 +192,23 @@ def model_of_kind(kind: str, size_tag: str) -> ModelEntry | None:
         if entry.kind == kind and entry.size_tag == size_tag:
             return entry
     return None
+
+
+# "NAME=OWNER/REPO,..." names (or overrides) converted repos without a code change; "NAME=" removes one.
+CONVERTED_REPOS_ENV = "QWEN3TTS_CONVERTED_REPOS"
+# Set (to 1/yes/true) to always download the official checkpoint and convert it here.
+CONVERT_LOCALLY_ENV = "QWEN3TTS_CONVERT_LOCALLY"
+
+
+def converted_repo(entry: ModelEntry) -> str | None:
+    """The converted repo to try first for `entry`, or None (then: download the official one, convert)."""
+    if os.environ.get(CONVERT_LOCALLY_ENV, "").strip().lower() in ("1", "yes", "true", "on"):
+        return None
+    for item in os.environ.get(CONVERTED_REPOS_ENV, "").split(","):
+        name, sep, repo = item.partition("=")
+        if sep and name.strip().lower() == entry.name:
+            return repo.strip() or None
+    return entry.converted_repo
 
 
 def check_quant(quant: str) -> str:

@@ -3,8 +3,11 @@
 Cache layout (root = argument, else $QWEN3TTS_CACHE, else $QWEN3TTS_HOME, else the platform cache dir):
     <root>/models/<name>/<quant>/          converted catalog models (manifest.json marks a finished one)
     <root>/local/<folder>-<key>/<quant>/   local checkpoint folders, converted; key = path, sizes, mtimes
+    <root>/hub/<owner>--<name>/<quant>/    quants of converted repos (`hf:OWNER/NAME`), see hub_repos.py
     <root>/locks/                          one lock file per converted folder
-Downloads stay in the Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub), so other tools share them.
+A catalog model comes from its converted repo when one is configured (verified, then stored as above),
+else from its official checkpoint, converted here. Official downloads stay in the Hugging Face cache
+($HF_HUB_CACHE, $HF_HOME/hub), so other tools share them. origin.json in a folder says which it was.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Protocol
 from filelock import FileLock, Timeout
 from platformdirs import user_cache_dir
 
-from qwen3tts_cli import catalog
+from qwen3tts_cli import catalog, hub_repos
 from qwen3tts_cli.catalog import Capabilities, ModelEntry
 from qwen3tts_cli.convert.manifest import MANIFEST_NAME, Manifest, verify
 from qwen3tts_cli.errors import Qwen3TTSError
@@ -79,8 +82,10 @@ class ResolvedModel:
 
     path: Path
     manifest: Manifest
-    entry: ModelEntry | None  # None when the model was given as a folder
-    origin: str  # "catalog", "checkpoint" (local official folder, converted into the cache) or "converted"
+    entry: ModelEntry | None  # None when the model was given as a folder or an hf: reference
+    # "catalog", "checkpoint" (local official folder, converted into the cache), "converted" (a converted
+    # folder given as is) or "downloaded" (an hf: reference to a converted repo)
+    origin: str
 
     @property
     def capabilities(self) -> Capabilities:
@@ -96,6 +101,7 @@ class CachedModel:
     path: Path
     size_bytes: int
     complete: bool  # has its manifest (a conversion that finished)
+    origin: str = "converted here"  # or "downloaded converted (OWNER/NAME@REV)"
 
 
 # ---- places -------------------------------------------------------------------------------------------
@@ -154,6 +160,9 @@ def _usable(folder: Path, quant: str, say: Progress) -> Manifest | None:
     """The manifest of a cached conversion that passes the cheap size check, else None (rebuild it)."""
     if not is_converted(folder):
         return None
+    if hub_repos.read_origin(folder).get("origin") == hub_repos.ORIGIN_DOWNLOADED:
+        manifest = hub_repos.cached_manifest(folder, say)  # verified and unchanged since, or fetch again
+        return manifest if manifest is not None and manifest.quant == quant else None
     try:
         manifest = verify(folder, checksums=False)
     except Qwen3TTSError as problem:
@@ -228,6 +237,28 @@ def _download_error(exc: Exception, name: str, repo: str, offline: bool) -> Qwen
     )
 
 
+def _check_checkpoint_space(repo: str, revision: str | None) -> None:
+    """Refuse before downloading when the files still missing from the cache do not fit on its disk."""
+    from fnmatch import fnmatch
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    try:
+        commit = api.model_info(repo, revision=revision).sha
+        snapshot = _hf_repo_folder(repo) / "snapshots" / str(commit)
+        missing = sum(
+            item.size or 0
+            for item in api.list_repo_tree(repo, revision=commit, recursive=True)
+            if getattr(item, "size", None) is not None
+            and any(fnmatch(item.path, pattern) for pattern in ALLOW_PATTERNS)
+            and not (snapshot / item.path).is_file()
+        )
+    except Exception:  # no sizes (no network, no repo): the download itself reports that clearly
+        return
+    hub_repos.check_free_space(hf_cache_dir(), missing, f"downloading {repo}")
+
+
 def download_checkpoint(
     name: str, *, revision: str | None = None, offline: bool | None = None, progress: Progress | None = None
 ) -> tuple[Path, str]:
@@ -242,9 +273,10 @@ def download_checkpoint(
     say = progress or (lambda _msg: None)
     offline = offline_mode() if offline is None else offline
     _remove_abandoned_partials(_hf_repo_folder(entry.repo))
-    if not offline:
-        say(f"downloading {entry.repo} (only the files the converter needs)")
     try:
+        if not offline:
+            _check_checkpoint_space(entry.repo, revision)
+            say(f"downloading {entry.repo} (only the files the converter needs)")
         folder = snapshot_download(
             entry.repo,
             revision=revision,
@@ -253,6 +285,8 @@ def download_checkpoint(
             allow_patterns=ALLOW_PATTERNS,
             local_files_only=offline,
         )
+    except Qwen3TTSError:
+        raise
     except Exception as exc:  # every network/hub failure becomes one clear user error
         raise _download_error(exc, entry.name, entry.repo, offline) from exc
     path = Path(folder)
@@ -299,7 +333,9 @@ def _ensure_converted(
             progress=say,
         )
         say("verifying checksums")
-        return verify(dst, checksums=True)
+        manifest = verify(dst, checksums=True)
+        hub_repos.write_origin(dst, hub_repos.ORIGIN_CONVERTED, source_repo=repo, source_revision=revision)
+        return manifest
 
 
 def _pull(
@@ -312,17 +348,29 @@ def _pull(
     force: bool,
     convert: Converter | None,
     say: Progress,
+    convert_locally: bool = False,
+    token: str | None = None,
 ) -> tuple[Path, Manifest]:
     root = cache_root(cache)
     dst = model_dir(entry.name, quant, root)
+    lock_path = _lock_path(root, f"{entry.name}-{quant}")
+    offline = offline_mode() if offline is None else offline
+    converted_repo = None if convert_locally else catalog.converted_repo(entry)
+    if converted_repo and (force or _usable(dst, quant, say) is None):
+        try:
+            with _exclusive(lock_path, str(dst), say):
+                manifest = hub_repos.pull_converted(
+                    converted_repo, quant, dst, token=token, offline=offline, force=force, say=say
+                )
+            return dst, manifest
+        except Qwen3TTSError as problem:  # the official checkpoint is always the fallback
+            say(f"converted repo {converted_repo} not used ({problem.message}); converting {entry.repo} here")
 
     def source() -> tuple[Path, str | None, str | None]:
         folder, commit = download_checkpoint(entry.name, revision=revision, offline=offline, progress=say)
         return folder, entry.repo, commit
 
-    manifest = _ensure_converted(
-        dst, _lock_path(root, f"{entry.name}-{quant}"), quant, source, force=force, convert=convert, say=say
-    )
+    manifest = _ensure_converted(dst, lock_path, quant, source, force=force, convert=convert, say=say)
     return dst, manifest
 
 
@@ -336,18 +384,72 @@ def pull_model(
     force: bool = False,
     progress: Progress | None = None,
     convert: Converter | None = None,
+    convert_locally: bool = False,
+    token: str | None = None,
 ) -> Path:
     """Download (if needed) and convert catalog model `name` into the cache; returns its folder.
 
+    `name` may also be `hf:OWNER/NAME[@REVISION][:QUANT]` (a converted repo: downloaded and verified).
     `force` rebuilds the conversion even when a usable one exists. `convert` replaces the converter (tests).
+    `convert_locally` ignores a converted repo named by the catalog.
     """
+    say = progress or (lambda _msg: None)
+    if hub_repos.is_ref(name):
+        ref = hub_repos.parse_ref(name, None if quant == catalog.DEFAULT_QUANT else quant)
+        if revision and not ref.revision:
+            ref = hub_repos.RepoRef(ref.repo, revision, ref.quant)
+        return _resolve_ref(ref, cache=cache, offline=offline, force=force, token=token, say=say).path
     entry = catalog.get(name)
     catalog.check_quant(quant)
-    say = progress or (lambda _msg: None)
     path, _manifest = _pull(
-        entry, quant, cache=cache, revision=revision, offline=offline, force=force, convert=convert, say=say
+        entry,
+        quant,
+        cache=cache,
+        revision=revision,
+        offline=offline,
+        force=force,
+        convert=convert,
+        say=say,
+        convert_locally=convert_locally,
+        token=token,
     )
     return path
+
+
+# ---- converted repos (hf:OWNER/NAME) ---------------------------------------------------------------------
+def repo_dir(ref: hub_repos.RepoRef, cache: str | Path | None = None) -> Path:
+    """Where the quant of converted repo `ref` is kept."""
+    return cache_root(cache) / "hub" / hub_repos.repo_slot(ref.repo) / ref.quant
+
+
+def _resolve_ref(
+    ref: hub_repos.RepoRef,
+    *,
+    cache: str | Path | None,
+    offline: bool | None,
+    force: bool,
+    token: str | None,
+    say: Progress,
+) -> ResolvedModel:
+    root = cache_root(cache)
+    dst = repo_dir(ref, root)
+    offline = offline_mode() if offline is None else offline
+    # The common case, a verified cache, takes no lock and no request.
+    manifest = None if force else hub_repos.cached_manifest(dst, say, ref.revision)
+    if manifest is None:
+        lock = _lock_path(root, f"hub-{hub_repos.repo_slot(ref.repo)}-{ref.quant}")
+        with _exclusive(lock, str(dst), say):
+            manifest = hub_repos.pull_converted(
+                ref.repo,
+                ref.quant,
+                dst,
+                revision=ref.revision,
+                token=token,
+                offline=offline,
+                force=force,
+                say=say,
+            )
+    return ResolvedModel(dst, manifest, None, "downloaded")
 
 
 # ---- local folders ----------------------------------------------------------------------------------------
@@ -429,8 +531,12 @@ def resolve_model(
     force: bool = False,
     progress: Progress | None = None,
     convert: Converter | None = None,
+    convert_locally: bool = False,
+    token: str | None = None,
 ) -> ResolvedModel:
-    """A ready converted model from a catalog name, an official checkpoint folder or a converted folder.
+    """A ready converted model from a catalog name, an official checkpoint folder, a converted folder or
+    `hf:OWNER/NAME[@REVISION][:QUANT]` (a converted repo: only that quant is downloaded, every file is
+    checked against its manifest's sha256 before first use).
 
     A cached catalog model costs one size check and no network access; a missing one is downloaded and
     converted once. A checkpoint folder is converted into the cache (again only when its files change).
@@ -438,6 +544,9 @@ def resolve_model(
     """
     say = progress or (lambda _msg: None)
     text = str(name_or_path)
+    if not isinstance(name_or_path, Path) and hub_repos.is_ref(text):
+        ref = hub_repos.parse_ref(text, quant)
+        return _resolve_ref(ref, cache=cache, offline=offline, force=force, token=token, say=say)
     path = Path(text).expanduser()
     entry = catalog.find(text)
     if isinstance(name_or_path, Path) or (path.is_dir() and (entry is None or _looks_like_path(text))):
@@ -452,7 +561,16 @@ def resolve_model(
         entry = catalog.get(text)  # raises the unknown-name error listing the valid names
     quant = catalog.check_quant(quant or catalog.DEFAULT_QUANT)
     dst, manifest = _pull(
-        entry, quant, cache=cache, revision=revision, offline=offline, force=force, convert=convert, say=say
+        entry,
+        quant,
+        cache=cache,
+        revision=revision,
+        offline=offline,
+        force=force,
+        convert=convert,
+        say=say,
+        convert_locally=convert_locally,
+        token=token,
     )
     return ResolvedModel(dst, manifest, entry, "catalog")
 
@@ -473,16 +591,18 @@ def list_models(cache: str | Path | None = None) -> list[CachedModel]:
     """Every converted (or half-converted) model folder in the cache."""
     root = cache_root(cache)
     found: list[CachedModel] = []
-    for group, prefix in (("models", ""), ("local", "local/")):
+    for group, prefix in (("models", ""), ("local", "local/"), ("hub", hub_repos.HF_PREFIX)):
         for model in _visible_dirs(root / group):
+            name = model.name.replace("--", "/", 1) if group == "hub" else model.name
             for quant_dir in _visible_dirs(model):
                 found.append(
                     CachedModel(
-                        name=prefix + model.name,
+                        name=prefix + name,
                         quant=quant_dir.name,
                         path=quant_dir,
                         size_bytes=_folder_bytes(quant_dir),
                         complete=is_converted(quant_dir),
+                        origin=hub_repos.describe_origin(quant_dir),
                     )
                 )
     return found
@@ -499,24 +619,31 @@ def remove_model(
     """Delete the converted folders of catalog model `name` (one quant, or all); returns what was removed.
 
     `download` also deletes its files from the Hugging Face cache. Each folder is removed under its lock,
-    so a conversion running in another process is never cut in half.
+    so a conversion running in another process is never cut in half. `name` may be `hf:OWNER/NAME[:QUANT]`.
     """
-    entry = catalog.get(name)
     say = progress or (lambda _msg: None)
     root = cache_root(cache)
-    model_root = root / "models" / entry.name
-    quants = [catalog.check_quant(quant)] if quant else [p.name for p in _visible_dirs(model_root)]
+    if hub_repos.is_ref(name):
+        ref = hub_repos.parse_ref(name, quant)
+        explicit = quant is not None or name.rsplit(":", 1)[-1] in catalog.QUANTS
+        model_root, lock_prefix = repo_dir(ref, root).parent, f"hub-{hub_repos.repo_slot(ref.repo)}"
+        quants = [ref.quant] if explicit else [p.name for p in _visible_dirs(model_root)]
+        entry = None
+    else:
+        entry = catalog.get(name)
+        model_root, lock_prefix = root / "models" / entry.name, entry.name
+        quants = [catalog.check_quant(quant)] if quant else [p.name for p in _visible_dirs(model_root)]
     removed: list[Path] = []
     for q in quants:
         folder = model_root / q
         if not folder.exists():
             continue
-        with _exclusive(_lock_path(root, f"{entry.name}-{q}"), str(folder), say):
+        with _exclusive(_lock_path(root, f"{lock_prefix}-{q}"), str(folder), say):
             shutil.rmtree(folder)
         removed.append(folder)
     if model_root.is_dir() and not any(model_root.iterdir()):
-        model_root.rmdir()
-    if download and (hf_folder := _hf_repo_folder(entry.repo)).exists():
+        model_root.rmdir()  # a staging or temp folder may still be in use: `models gc` removes stale ones
+    if entry is not None and download and (hf_folder := _hf_repo_folder(entry.repo)).exists():
         shutil.rmtree(hf_folder)
         removed.append(hf_folder)
     return removed

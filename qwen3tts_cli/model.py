@@ -15,8 +15,10 @@ from qwen3tts_cli.convert.checkpoint import read_json
 from qwen3tts_cli.convert.manifest import Manifest, verify
 from qwen3tts_cli.engine.batch import SequenceBatch
 from qwen3tts_cli.engine.decoder import StreamingDecoder
+from qwen3tts_cli.engine.devices import device_memory, thread_split
 from qwen3tts_cli.engine.encoder import CodecEncoder, SpeakerEncoder
 from qwen3tts_cli.engine.llama import LlamaModel, LlamaOptions, free_cores
+from qwen3tts_cli.engine.onnx_session import CPU_PROVIDER, provider_of
 from qwen3tts_cli.engine.pipeline import BackgroundDecoder, CoreShare
 from qwen3tts_cli.engine.prompt import PromptConfig
 from qwen3tts_cli.engine.sampling import TalkerRules
@@ -44,14 +46,29 @@ class LoadedModel:
         talker_context: int = DEFAULT_TALKER_CONTEXT,
         max_batch: int = 1,
         check_files: bool = True,
+        device: str = "auto",
+        gpu_layers: int | str | None = None,
+        codec_device: str = "auto",
     ) -> None:
         """`max_batch` > 1 gives both contexts that many sequence slots (text pieces generated together);
-        each slot has its own KV cache of `talker_context` positions."""
+        each slot has its own KV cache of `talker_context` positions.
+
+        `device` (auto|cpu|cuda|vulkan|metal) and `gpu_layers` (None/"all"/-1: every layer, or a count)
+        place both language models; the predictor's tables and int8 heads stay in numpy on the CPU (small,
+        and read per step on the host anyway). `codec_device` (auto|cpu|cuda|dml|coreml) places the codec
+        decoder, codec encoder and speaker encoder. On a CPU-only build `auto` is exactly the CPU path."""
+        from qwen3tts_cli.engine.devices import choose_codec_provider, onnx_providers, place_language_models
+
+        self.placement = place_language_models(device, gpu_layers)
+        self.codec_provider = choose_codec_provider(codec_device, onnx_providers())
         self.folder = Path(folder)
         self.manifest: Manifest = (
             verify(self.folder, checksums=False) if check_files else Manifest.read(self.folder)
         )
         self.threads = threads or free_cores()
+        codec_on_gpu = self.codec_provider != CPU_PROVIDER
+        # with a side on a GPU, its CPU threads only drive the device: the cores go to the other side
+        self.split = thread_split(self.threads, self.placement.fully_offloaded, codec_on_gpu)
         self.exact = exact
         if max_batch < 1:
             raise Qwen3TTSError(f"batch must be >= 1 (got {max_batch})", "pass a positive batch size")
@@ -65,14 +82,17 @@ class LoadedModel:
         self.tokenizer = TextTokenizer(self.folder / "tokenizer.json")
         # exact = f32 everywhere: the 8-bit predictor heads only in the default (fast) mode
         self.tables = Tables(self.folder / "tables.safetensors", int8_heads=not exact)
+        free_before = device_memory(self.placement.device) if self.placement.offloaded else None
         self.talker = LlamaModel(
             self.folder / "talker.gguf",
             LlamaOptions(
                 n_ctx=talker_context,
                 n_batch=TALKER_BATCH,
-                n_threads=self.threads,
+                n_threads=self.split.lm_threads,
                 exact=exact,
                 want_logits=True,
+                n_gpu_layers=self.placement.n_gpu_layers,
+                device=self.placement.device.name,
                 n_seq_max=max_batch,
                 # quantized models keep a q8_0 KV cache too: half the memory (-58 MB at 0.6B), same speed
                 kv_type="q8_0" if self._q8_kv else "f16",
@@ -85,26 +105,48 @@ class LoadedModel:
                 LlamaOptions(
                     n_ctx=PREDICTOR_CONTEXT,
                     n_batch=max(16, 2 * max_batch),  # a frame starts with 2 positions per sequence
-                    n_threads=self.threads,
+                    n_threads=self.split.lm_threads,
                     exact=exact,
                     want_logits=False,
+                    n_gpu_layers=self.placement.n_gpu_layers,
+                    device=self.placement.device.name,
                     n_seq_max=max_batch,
                 ),
             )
         except BaseException:
             self.talker.close()
             raise
+        free_after = device_memory(self.placement.device) if free_before is not None else None
+        # what llama.cpp took on the device (weights, KV caches, compute buffers), as the device reports it
+        self.device_memory_used: int | None = None
+        if free_before is not None and free_after is not None:
+            self.device_memory_used = max(0, free_before[0] - free_after[0])
         # the codec decoder runs on a worker thread beside the LMs, which yield it its cores meanwhile
-        self.cores = CoreShare.split(self.threads)
+        self.cores = CoreShare(self.threads, self.split.decoder_threads)
         if self.cores.overlaps:
             self.talker.threads_source = self.predictor.threads_source = self.cores.lm_threads
         self.decoder = StreamingDecoder(
             self.folder / "codec_decoder.onnx",
             threads=self.cores.decoder_threads if self.cores.overlaps else self.threads,
+            provider=self.codec_provider,
         )
         self.background_decoder = BackgroundDecoder(self.cores)
 
     # ---- facts ------------------------------------------------------------------------------------------
+    def devices_used(self) -> dict[str, object]:
+        """Where each part runs (for --json, doctor and bench records)."""
+        device = self.placement.device
+        return {
+            "lm_device": device.name,
+            "lm_backend": device.backend,
+            "lm_description": device.description,
+            "gpu_layers": "all" if self.placement.n_gpu_layers < 0 else self.placement.n_gpu_layers,
+            "lm_device_memory_used": self.device_memory_used,
+            "codec_provider": provider_of(self.decoder.session),
+            "lm_threads": self.split.lm_threads,
+            "decoder_threads": self.cores.decoder_threads,
+        }
+
     @property
     def quantized(self) -> bool:
         """LMs in an 8-bit or narrower type (the fast path: 8-bit heads and KV cache too)."""
@@ -153,7 +195,8 @@ class LoadedModel:
     # ---- cloning (Base models only) ----------------------------------------------------------------------
     @cached_property
     def codec_encoder(self) -> CodecEncoder:
-        return CodecEncoder(self.folder / "codec_encoder.onnx", threads=self.threads)
+        path = self.folder / "codec_encoder.onnx"
+        return CodecEncoder(path, threads=self.threads, provider=self.codec_provider)
 
     @cached_property
     def speaker_encoder(self) -> SpeakerEncoder:
@@ -163,7 +206,7 @@ class LoadedModel:
                 f"the {self.kind} model in {self.folder} has no speaker encoder, so it cannot clone voices",
                 "use a Base model (e.g. --model 0.6b-base)",
             )
-        return SpeakerEncoder(path, threads=self.threads)
+        return SpeakerEncoder(path, threads=self.threads, provider=self.codec_provider)
 
     def close(self) -> None:
         self.background_decoder.close()

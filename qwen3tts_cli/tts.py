@@ -180,16 +180,35 @@ class TTS:
         max_waiting: int = 32,
         reserved_slots: int = 0,
         progress: hub.Progress | None = None,
+        device: str = "auto",
+        gpu_layers: int | str | None = None,
+        codec_device: str = "auto",
     ) -> TTS:
-        """Open a model by catalog name, official checkpoint folder or converted folder.
+        """Open a model by catalog name, official checkpoint folder, converted folder or converted repo
+        (`hf:OWNER/NAME[@REVISION][:QUANT]`: that quant is downloaded and verified once).
 
         Without a name, the default model of `mode` ("presets", "design" or "clone"). A catalog model is
         downloaded and converted on first use, then loaded from the cache.
+
+        `device` auto|cpu|cuda|vulkan|metal and `gpu_layers` (None = all, or a count) place the language
+        models; `codec_device` auto|cpu|cuda|dml|coreml the ONNX graphs (engine/devices.py). A device the
+        installed build lacks raises Qwen3TTSError before anything is downloaded.
         """
+        from qwen3tts_cli.engine.devices import choose_codec_provider, onnx_providers, place_language_models
+
+        place_language_models(device, gpu_layers)  # a missing device fails before any download
+        choose_codec_provider(codec_device, onnx_providers())
         name = model if model is not None else catalog.default_model(mode).name
         resolved = hub.resolve_model(name, quant, cache=cache, progress=progress)
         loaded = LoadedModel(
-            resolved.path, threads=threads, exact=exact, talker_context=talker_context, max_batch=max_batch
+            resolved.path,
+            threads=threads,
+            exact=exact,
+            talker_context=talker_context,
+            max_batch=max_batch,
+            device=device,
+            gpu_layers=gpu_layers,
+            codec_device=codec_device,
         )
         voices = VoiceLibrary(voices_dir) if voices_dir else None
         return cls(loaded, voices, max_waiting=max_waiting, reserved_slots=reserved_slots)

@@ -33,6 +33,9 @@ case "$BACKEND" in
   metal)      FLAGS="-DGGML_METAL=on" ;;
   *) echo "unknown backend '$BACKEND' (use cpu, cpu-native, openblas, cuda, vulkan or metal)" >&2; exit 2 ;;
 esac
+# Extra CMake flags (part of the cache key), e.g. newer Vulkan headers than the system's:
+#   LLAMA_EXTRA_CMAKE_ARGS="-DVulkan_INCLUDE_DIR=/opt/vulkan-headers/usr/include" runtime/build_llama.sh vulkan
+if [[ -n "${LLAMA_EXTRA_CMAKE_ARGS:-}" ]]; then FLAGS="$FLAGS $LLAMA_EXTRA_CMAKE_ARGS"; fi
 
 KEY="$(printf '%s|%s|%s|%s' "$VERSION" "$FLAGS" "$(uname -sm)" "$("$PY" -c 'import sys;print(sys.version_info[:2])')" | sha256sum | cut -c1-16)"
 DEST="$CACHE/$BACKEND-$KEY"

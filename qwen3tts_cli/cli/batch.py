@@ -17,11 +17,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from qwen3tts_cli.cli.common import (
+    CodecDeviceOption,
+    DeviceOption,
+    GpuLayersOption,
     JsonOption,
     QuantOption,
     QuietOption,
+    StatusLine,
     ThreadsOption,
     VoicesDirOption,
+    device_choice,
     print_json,
     status,
     usage_error,
@@ -102,6 +107,9 @@ def batch(
     ] = None,
     quant: QuantOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    gpu_layers: GpuLayersOption = None,
+    codec_device: CodecDeviceOption = "auto",
     exact: Annotated[bool, typer.Option("--exact", help="f32 KV cache, no flash attention.")] = False,
     greedy: Annotated[bool, typer.Option("--greedy", help="No sampling.")] = False,
     lexicon_file: Annotated[
@@ -123,6 +131,7 @@ def batch(
     from qwen3tts_cli.tts import SamplingOptions
 
     _check_voice_options(speaker, voice, design, instruct)
+    devices = device_choice(device, gpu_layers, codec_device)
     defaults = ListDefaults(
         speaker=speaker, voice=voice, design=design, instruct=instruct, language=language, format=audio_format
     )
@@ -159,10 +168,11 @@ def batch(
     if dry_run:
         _dry_run(lines, bad, settings, _local_model_ids(given, needed, lines, quant), json_out)
         return
+    devices.check_installed()
     folders, ids = _resolve_models(given, needed, lines, quant, quiet)
     progress = _Progress(len(lines) + len(bad), len(bad), enabled=not quiet and sys.stderr.isatty())
 
-    load = kind_loader(folders, threads, exact, voices_dir)
+    load = kind_loader(folders, threads, exact, voices_dir, devices)
     try:
         report = run_batch(lines, load, ids, settings, progress.line)
     except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM (cli/app.py raises SystemExit)
@@ -285,11 +295,11 @@ class _Progress:
         self.done = self.skipped = 0
         self.seconds = 0.0
         self.started = time.perf_counter()
-        self._drawn = False
+        self._status = StatusLine(enabled)
 
     def line(self, result: LineResult) -> None:
         if result.status == "failed":
-            print("\r\x1b[K" if self._drawn else "", end="", file=sys.stderr)
+            self._status.clear()
             print(f"error: line {result.line} ({result.name}): {result.reason}", file=sys.stderr)
             self.failed += 1
         elif result.status == "skipped":
@@ -303,18 +313,13 @@ class _Progress:
         left = self.total - worked - self.skipped
         elapsed = time.perf_counter() - self.started
         eta = f", ETA {elapsed / worked * left:.0f} s" if worked and left else ""
-        sys.stderr.write(
-            f"\rlines {self.done + self.skipped}/{self.total} done, {self.failed} failed, "
-            f"{self.seconds:.1f} s audio{eta}\x1b[K"
+        self._status.show(
+            f"lines {self.done + self.skipped}/{self.total} done, {self.failed} failed, "
+            f"{self.seconds:.1f} s audio{eta}"
         )
-        sys.stderr.flush()
-        self._drawn = True
 
     def close(self) -> None:
-        if self._drawn:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self._drawn = False
+        self._status.clear()
 
 
 def _summary(report: BatchReport, bad: list[Any], out_dir: Path, quiet: bool, json_out: bool) -> None:

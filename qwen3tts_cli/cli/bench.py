@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from qwen3tts_cli.cli.common import CodecDeviceOption, DeviceOption, GpuLayersOption, device_choice
+
 DEFAULT_WORKDIR = Path.home() / ".cache" / "qwen3tts" / "bench"
 DEFAULT_OUT = Path("bench-results")
 
@@ -72,11 +74,15 @@ def bench(
         ),
     ] = "auto",
     tag: Annotated[str, typer.Option(help="Suffix for the result file names.")] = "",
+    device: DeviceOption = "auto",
+    gpu_layers: GpuLayersOption = None,
+    codec_device: CodecDeviceOption = "auto",
 ) -> None:
     """Benchmark: real-time factor, first audio, per-frame split, long text, peak RSS and CPU load."""
     from qwen3tts_cli import bench as bench_lib
     from qwen3tts_cli.errors import Qwen3TTSError
 
+    devices = device_choice(device, gpu_layers, codec_device)
     config = bench_lib.BenchConfig(
         size=size,
         quants=list(quant) if quant else ["q8_0"],
@@ -99,6 +105,9 @@ def bench(
         tag=tag,
         blas_threads=blas_threads,
         vocabulary=vocabulary,
+        device=devices.device,
+        gpu_layers=devices.gpu_layers,
+        codec_device=devices.codec_device,
     )
     try:
         report = bench_lib.run_benchmark(config, say=lambda line: typer.echo(line, err=True))

@@ -17,6 +17,10 @@ import typer
 
 from qwen3tts_cli import catalog, spec
 from qwen3tts_cli.cli.common import (
+    CodecDeviceOption,
+    DeviceChoice,
+    DeviceOption,
+    GpuLayersOption,
     JsonOption,
     ModelDirOption,
     ModelOption,
@@ -24,6 +28,7 @@ from qwen3tts_cli.cli.common import (
     QuietOption,
     ThreadsOption,
     VoicesDirOption,
+    device_choice,
     download_messages,
     model_argument,
     print_json,
@@ -89,6 +94,9 @@ def clone(
     model_dir: ModelDirOption = None,
     quant: QuantOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    gpu_layers: GpuLayersOption = None,
+    codec_device: CodecDeviceOption = "auto",
     voices_dir: VoicesDirOption = None,
     quiet: QuietOption = False,
     json_out: JsonOption = False,
@@ -100,6 +108,7 @@ def clone(
     from qwen3tts_cli.voices import VoiceLibrary, validate_name
 
     _check_usage(reference, design, name, x_vector_only, start, end, design_model, seed, keep_sample)
+    devices = device_choice(device, gpu_layers, codec_device)
     library = VoiceLibrary(voices_dir)
     validate_name(name)
     if library.path_for(name).exists() and not force:
@@ -120,11 +129,12 @@ def clone(
             threads=threads,
             voices_dir=voices_dir,
             quiet=quiet,
+            devices=devices,
         )
     else:
         assert reference is not None  # _check_usage
         chosen = model_for(base, catalog.MODE_CLONE, styled=False)
-        tts = load_tts(chosen, catalog.MODE_CLONE, quant, threads, False, voices_dir, quiet)
+        tts = load_tts(chosen, catalog.MODE_CLONE, quant, threads, False, voices_dir, quiet, devices=devices)
         with tts:
             pack = tts.clone(
                 reference,
@@ -202,6 +212,7 @@ def _design_then_keep(
     threads: int | None,
     voices_dir: Path | None,
     quiet: bool,
+    devices: DeviceChoice | None = None,
 ) -> tuple[VoicePack, Path]:
     """Resolve (download/convert) both models first, then load one at a time: design, close, clone."""
     from qwen3tts_cli import audio as audio_io
@@ -224,14 +235,18 @@ def _design_then_keep(
             "name a Base model with --model/--model-dir (e.g. 1.7b-base)",
         )
     say = status if not quiet else (lambda _message: None)
-    with load_tts(designer.path, catalog.MODE_DESIGN, None, threads, False, voices_dir, quiet) as tts:
+    with load_tts(
+        designer.path, catalog.MODE_DESIGN, None, threads, False, voices_dir, quiet, devices=devices
+    ) as tts:
         facts = model_facts(tts)
         say(f"qwen3tts: designing the sample with {facts['id']} ({facts['quant']})")
         sample = design_sample(tts, description, text=sample_text, language=language, seed=seed)
     if writer is not None:
         with writer:
             writer.write(sample.samples)
-    with load_tts(cloner.path, catalog.MODE_CLONE, None, threads, False, voices_dir, quiet) as tts:
+    with load_tts(
+        cloner.path, catalog.MODE_CLONE, None, threads, False, voices_dir, quiet, devices=devices
+    ) as tts:
         facts = model_facts(tts)
         say(
             f"qwen3tts: designed a {sample.seconds:.1f} s sample (seed {sample.seed}); the VoiceDesign model "

@@ -22,8 +22,32 @@ from qwen3tts_cli.errors import Qwen3TTSError
 # ---- reusable options -----------------------------------------------------------------------------------
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Catalog model name (see `qwen3tts models list`)."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Catalog model name (see `qwen3tts models list`) or converted repo hf:OWNER/NAME[@REV][:QUANT].",
+    ),
 ]
+ConvertLocallyFlag = Annotated[
+    bool,
+    typer.Option(
+        "--convert-locally",
+        help="Convert the official checkpoint here even if the catalog names a converted repo "
+        "(same as QWEN3TTS_CONVERT_LOCALLY=1).",
+    ),
+]
+
+
+def apply_convert_locally(convert_locally: bool) -> None:
+    """--convert-locally: every model this command resolves skips converted repos (read by the catalog)."""
+    if convert_locally:
+        import os
+
+        from qwen3tts_cli.catalog import CONVERT_LOCALLY_ENV
+
+        os.environ[CONVERT_LOCALLY_ENV] = "1"
+
+
 ModelDirOption = Annotated[
     Path | None,
     typer.Option("--model-dir", help="A local official checkpoint folder or a converted model folder."),
@@ -46,6 +70,87 @@ VoicesDirOption = Annotated[
     ),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress or status messages.")]
+DEVICE_PANEL = "Device"
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where the language models run: auto (the installed llama.cpp build's GPU, else the CPU), cpu, "
+        "cuda, vulkan or metal.",
+        rich_help_panel=DEVICE_PANEL,
+    ),
+]
+GpuLayersOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu-layers",
+        metavar="N|all",
+        help="Layers of each language model on the GPU (default: all).",
+        rich_help_panel=DEVICE_PANEL,
+    ),
+]
+CodecDeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--codec-device",
+        help="Where the codec and speaker encoder run (ONNX Runtime): auto, cpu, cuda, dml or coreml.",
+        rich_help_panel=DEVICE_PANEL,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """--device, --gpu-layers and --codec-device, checked for spelling (the build is checked at load)."""
+
+    device: str = "auto"
+    gpu_layers: int | None = None  # -1: all
+    codec_device: str = "auto"
+
+    def load_options(self) -> dict[str, Any]:
+        """Keyword arguments for TTS.load."""
+        return {"device": self.device, "gpu_layers": self.gpu_layers, "codec_device": self.codec_device}
+
+    def check_installed(self) -> None:
+        """Raise the one-line error now when the installed builds lack the device (before any download or
+        any line of a list is spoken)."""
+        from qwen3tts_cli.engine.devices import choose_codec_provider, onnx_providers, place_language_models
+
+        place_language_models(self.device, self.gpu_layers)
+        choose_codec_provider(self.codec_device, onnx_providers())
+
+
+def devices_line(used: dict[str, Any]) -> str:
+    """One status line: where the language models and the codec run (LoadedModel.devices_used())."""
+    layers = "" if used["lm_backend"] == "CPU" else f", {used['gpu_layers']} layers"
+    memory = used.get("lm_device_memory_used")
+    taken = f", {memory / (1 << 20):.0f} MiB on the device" if memory else ""
+    return (
+        f"qwen3tts: language models on {used['lm_device']}{layers}{taken}; "
+        f"codec on {used['codec_provider'].removesuffix('ExecutionProvider')}"
+    )
+
+
+def device_choice(
+    device: str = "auto", gpu_layers: str | None = None, codec_device: str = "auto"
+) -> DeviceChoice:
+    """The options as typed -> DeviceChoice; a misspelt value is a usage error before anything loads."""
+    from qwen3tts_cli.engine.devices import CODEC_DEVICE_CHOICES, DEVICE_CHOICES, parse_gpu_layers
+
+    device, codec_device = device.lower(), codec_device.lower()
+    if device not in DEVICE_CHOICES:
+        raise usage_error(f"unknown --device {device!r}", f"use one of: {', '.join(DEVICE_CHOICES)}")
+    if codec_device not in CODEC_DEVICE_CHOICES:
+        raise usage_error(
+            f"unknown --codec-device {codec_device!r}", f"use one of: {', '.join(CODEC_DEVICE_CHOICES)}"
+        )
+    try:
+        layers = parse_gpu_layers(gpu_layers)
+    except Qwen3TTSError as exc:
+        raise usage_error(exc.message, exc.hint) from None
+    if device == "cpu" and layers not in (None, 0):
+        raise usage_error("--gpu-layers needs a GPU device", "drop --gpu-layers or pick --device")
+    return DeviceChoice(device, layers, codec_device)
 
 
 # ---- messages -------------------------------------------------------------------------------------------
@@ -127,6 +232,27 @@ def _decode(data: bytes, source: str) -> str:
 
 
 # ---- progress -------------------------------------------------------------------------------------------
+class StatusLine:
+    """One line on stderr that rewrites itself (only when `enabled`: a terminal), wiped by `clear()`."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._drawn = False
+
+    def show(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + text + "\x1b[K")
+            sys.stderr.flush()
+            self._drawn = True
+
+    def clear(self) -> None:
+        """Wipe the line (before other output, and at the end)."""
+        if self._drawn:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._drawn = False
+
+
 @dataclass
 class Progress:
     """One self-rewriting status line on a terminal: piece i/N, frames, seconds of audio. Silent otherwise."""
@@ -137,8 +263,10 @@ class Progress:
     piece: int = 0
     seconds: float = 0.0
     _last_draw: float = 0.0
-    _drawn: bool = False
     interval: float = 0.1
+
+    def __post_init__(self) -> None:
+        self._status = StatusLine(self.enabled)
 
     @classmethod
     def for_terminal(cls, pieces: int, quiet: bool) -> Progress:
@@ -157,16 +285,12 @@ class Progress:
         if not self.enabled or (not force and now - self._last_draw < self.interval):
             return
         self._last_draw = now
-        line = f"piece {self.piece + 1}/{self.pieces}  {self.frames} frames  {self.seconds:.1f} s of audio"
-        sys.stderr.write("\r" + line + "\x1b[K")
-        sys.stderr.flush()
-        self._drawn = True
+        self._status.show(
+            f"piece {self.piece + 1}/{self.pieces}  {self.frames} frames  {self.seconds:.1f} s of audio"
+        )
 
     def close(self) -> None:
-        if self._drawn:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self._drawn = False
+        self._status.clear()
 
 
 @dataclass

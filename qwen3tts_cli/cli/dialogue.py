@@ -15,11 +15,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from qwen3tts_cli.cli.common import (
+    CodecDeviceOption,
+    DeviceOption,
+    GpuLayersOption,
     JsonOption,
     QuantOption,
     QuietOption,
+    StatusLine,
     ThreadsOption,
     VoicesDirOption,
+    device_choice,
     print_json,
     read_text,
     status,
@@ -90,6 +95,9 @@ def dialogue(
     ] = None,
     quant: QuantOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    gpu_layers: GpuLayersOption = None,
+    codec_device: CodecDeviceOption = "auto",
     exact: Annotated[bool, typer.Option("--exact", help="f32 KV cache, no flash attention.")] = False,
     language: Annotated[str, typer.Option("--language", "-l", help="Language or 'auto'.")] = "auto",
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="Turn k uses SEED + 1000*k.")] = None,
@@ -146,6 +154,7 @@ def dialogue(
     from qwen3tts_cli.tts import SamplingOptions
 
     started = time.perf_counter()
+    devices = device_choice(device, gpu_layers, codec_device)
     parsed = parse_script(read_text(None, "-")) if script == "-" else read_script(script)
     cast = _cast(cast_entries or [], cast_file, prompt_wavs or [], prompt_texts or [], voices_dir)
     cast.check_covers(parsed.speakers)
@@ -166,6 +175,7 @@ def dialogue(
         if extra is not None and not extra.parent.is_dir():
             raise usage_error(f"folder does not exist: {extra.parent}", "create it first")
     needed = cast.modes(parsed.speakers)
+    devices.check_installed()
     folders = _resolve_models(models or [], needed, cast, parsed.speakers, quant, quiet)
     settings = DialogueSettings(
         language=language,
@@ -180,17 +190,17 @@ def dialogue(
         lexicon=lexicon,
     )
     done = [0]
+    turns_line = StatusLine(not quiet and sys.stderr.isatty())
 
     def on_turn(_index: int, _seconds: float) -> None:
         done[0] += 1
-        if not quiet and sys.stderr.isatty():
-            sys.stderr.write(f"\rturn {done[0]}/{len(parsed.turns)}\x1b[K")
-            sys.stderr.flush()
+        turns_line.show(f"turn {done[0]}/{len(parsed.turns)}")
 
-    load = kind_loader(folders, threads, exact, voices_dir)
-    result = render_dialogue(parsed, cast, load, settings, on_turn)
-    if done[0] and not quiet and sys.stderr.isatty():
-        sys.stderr.write("\r\x1b[K")
+    load = kind_loader(folders, threads, exact, voices_dir, devices)
+    try:
+        result = render_dialogue(parsed, cast, load, settings, on_turn)
+    finally:
+        turns_line.clear()  # before the error or status line
     with sink:
         sink.write(result.samples)
     timeline = result.timeline

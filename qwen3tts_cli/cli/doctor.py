@@ -90,6 +90,35 @@ def _onnxruntime() -> dict[str, Any]:
     return {"version": onnxruntime.__version__, "providers": onnxruntime.get_available_providers()}
 
 
+def _devices() -> dict[str, Any]:
+    """llama.cpp's devices, ONNX Runtime's providers, and what --device/--codec-device auto pick."""
+    from qwen3tts_cli.engine import devices
+    from qwen3tts_cli.engine.llama import free_cores
+
+    found = devices.llama_devices()
+    placement = devices.place_language_models("auto", None, found)
+    providers = devices.onnx_providers()
+    codec = devices.choose_codec_provider("auto", providers)
+    split = devices.thread_split(free_cores(), placement.fully_offloaded, codec != "CPUExecutionProvider")
+    return {
+        "llama_cpp": [d.as_dict() for d in found],
+        "onnx_providers": providers,
+        "auto": {
+            "lm_device": placement.device.name,
+            "lm_backend": placement.device.backend,
+            "gpu_layers": "all" if placement.n_gpu_layers < 0 else placement.n_gpu_layers,
+            "codec_provider": codec,
+            "lm_threads": split.lm_threads,
+            "decoder_threads": split.decoder_threads,
+        },
+        "missing": [
+            f'{name}: pip install "$(runtime/build_llama.sh {name})"'
+            for name in devices.LM_DEVICES
+            if devices.choose_device(name, found) is None
+        ],
+    }
+
+
 def _threads() -> dict[str, Any]:
     from qwen3tts_cli.engine.llama import free_cores, usable_cores
 
@@ -161,6 +190,7 @@ def report() -> dict[str, Any]:
         "versions": _probe(_versions),
         "llama_cpp": _probe(_llama),
         "onnxruntime": _probe(_onnxruntime),
+        "devices": _probe(_devices),
         "threads": _probe(_threads),
         "paths": _probe(_paths),
         "models": _probe(_models),
@@ -183,6 +213,7 @@ def _print_text(facts: dict[str, Any]) -> None:
         print(f"  {'version:':18} {llama['version']}")
         print(f"  {'features:':18} {' '.join(enabled)}")
         print(f"  {'gpu offload:':18} {llama['gpu_offload']}")
+    _print_devices(facts["devices"])
     print("\nmodels:")
     models = facts["models"]
     if "error" in models:
@@ -195,8 +226,31 @@ def _print_text(facts: dict[str, Any]) -> None:
             print(f"  {m['name']} ({m['quant']}): {m['path']}")
 
 
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f} GiB" if size else "-"
+
+
+def _print_devices(found: dict[str, Any]) -> None:
+    print("\ndevices:")
+    if "error" in found:
+        print(f"  error: {found['error']}")
+        return
+    for d in found["llama_cpp"]:
+        memory = f"{_gib(d['memory_free'])} free of {_gib(d['memory_total'])}"
+        print(f"  {d['name'] + ':':18} {d['backend']} {d['kind']}, {d['description'] or '-'}, {memory}")
+    print(f"  {'onnx providers:':18} {', '.join(found['onnx_providers'])}")
+    auto = found["auto"]
+    print(
+        f"  {'auto picks:':18} language models on {auto['lm_device']} ({auto['gpu_layers']} GPU layers), "
+        f"codec on {auto['codec_provider']}; threads {auto['lm_threads']} LM, "
+        f"{auto['decoder_threads']} decoder"
+    )
+    for line in found["missing"]:
+        print(f"  {'not in this build:':18} {line}")
+
+
 def doctor(json_out: JsonOption = False) -> None:
-    """Versions, llama.cpp backend and CPU features, threads, cache paths and the models present."""
+    """Versions, llama.cpp backend and CPU features, devices and providers, threads, paths and models."""
     facts = report()
     if json_out:
         print_json(facts)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qwen3tts_cli.cli.common import download_messages, usage_error
+from qwen3tts_cli.cli.common import DeviceChoice, download_messages, usage_error
 from qwen3tts_cli.errors import Qwen3TTSError
 
 if TYPE_CHECKING:
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 
 def as_model_target(name: str) -> str | Path:
-    """A folder when it looks like one (a separator, or it exists), else a catalog name."""
+    """A folder when it looks like one (a separator, or it exists), else a catalog name or hf: reference."""
+    if name.startswith("hf:"):
+        return name
     return Path(name).expanduser() if ("/" in name or "\\" in name or Path(name).exists()) else name
 
 
@@ -62,7 +64,11 @@ def resolve_kind_models(
 
 
 def kind_loader(
-    folders: Mapping[str, Path], threads: int | None, exact: bool, voices_dir: Path | None
+    folders: Mapping[str, Path],
+    threads: int | None,
+    exact: bool,
+    voices_dir: Path | None,
+    devices: DeviceChoice | None = None,
 ) -> ModelLoader:
     """(mode, batch width) -> the loaded model of that mode, closed when the caller's `with` ends."""
 
@@ -71,7 +77,12 @@ def kind_loader(
         from qwen3tts_cli.tts import TTS
 
         with TTS.load(
-            folders[mode], threads=threads, exact=exact, voices_dir=voices_dir, max_batch=width
+            folders[mode],
+            threads=threads,
+            exact=exact,
+            voices_dir=voices_dir,
+            max_batch=width,
+            **(devices or DeviceChoice()).load_options(),
         ) as tts:
             yield tts
 

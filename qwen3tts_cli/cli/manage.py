@@ -39,6 +39,12 @@ CacheOption = Annotated[
     typer.Option("--cache", envvar="QWEN3TTS_CACHE", help="Converted-model cache folder.", show_envvar=True),
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing file or voice.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="HF_TOKEN", help="Hugging Face token (private repos, uploads).", show_envvar=True
+    ),
+]
 
 
 def _table(rows: list[list[str]]) -> None:
@@ -188,6 +194,7 @@ def _catalog_rows(cache: Path | None) -> tuple[Path, list[dict[str, Any]], list[
             "path": str(m.path),
             "size_bytes": m.size_bytes,
             "complete": m.complete,
+            "origin": m.origin,
         }
         for m in hub.list_models(root)
     ]
@@ -206,42 +213,156 @@ def _catalog_rows(cache: Path | None) -> tuple[Path, list[dict[str, Any]], list[
         for entry in catalog.CATALOG.values()
     ]
     local = [c for c in cached if c["name"].startswith("local/")]
-    return root, models, local
+    downloaded = [c for c in cached if c["name"].startswith("hf:")]
+    return root, models, local, downloaded
 
 
 @models_app.command("list")
 def models_list(cache: CacheOption = None, json_out: JsonOption = False) -> None:
-    """The catalog, with the quantizations converted on this machine."""
-    root, models, local = _catalog_rows(cache)
+    """The catalog and every cached quantization: its size on disk and where it came from."""
+    root, models, local, downloaded = _catalog_rows(cache)
     if json_out:
-        print_json({"cache": str(root), "models": models, "local": local})
+        print_json({"cache": str(root), "models": models, "local": local, "hub": downloaded})
         return
-    rows = [["NAME", "KIND", "CONVERTED", "DESCRIPTION"]]
+    rows = [["NAME", "KIND", "QUANT", "SIZE", "ORIGIN", "DESCRIPTION"]]
     for m in models:
-        installed = ", ".join(f"{c['quant']}{'' if c['complete'] else ' (partial)'}" for c in m["installed"])
-        rows.append([m["name"], m["kind"], installed or "-", m["description"]])
-    for c in local:
-        rows.append([c["name"], "local", c["quant"], c["path"]])
+        for c in m["installed"] or [None]:
+            if c is None:
+                rows.append([m["name"], m["kind"], "-", "-", "-", m["description"]])
+                continue
+            quant = c["quant"] + ("" if c["complete"] else " (partial)")
+            rows.append([m["name"], m["kind"], quant, _size(c["size_bytes"]), c["origin"], m["description"]])
+    for c in [*local, *downloaded]:
+        kind = "local" if c["name"].startswith("local/") else "hub"
+        rows.append([c["name"], kind, c["quant"], _size(c["size_bytes"]), c["origin"], c["path"]])
     _table(rows)
     print(f"\ncache: {root}")
 
 
+ConvertLocallyOption = Annotated[
+    bool,
+    typer.Option(
+        "--convert-locally",
+        help="Download the official checkpoint and convert it here, even if a converted repo is configured.",
+    ),
+]
+
+
 @models_app.command("pull")
 def models_pull(
-    name: Annotated[str, typer.Argument(help="Catalog name, e.g. 0.6b-custom.")],
+    name: Annotated[
+        str, typer.Argument(help="Catalog name (e.g. 0.6b-custom) or hf:OWNER/NAME[@REVISION][:QUANT].")
+    ],
     quant: Annotated[str, typer.Option("--quant", "-q", help="LM weight type.")] = catalog.DEFAULT_QUANT,
     revision: Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Convert again even if it is cached.")] = False,
+    convert_locally: ConvertLocallyOption = False,
+    token: TokenOption = None,
     cache: CacheOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Download and convert a model now (otherwise the first `say` does it)."""
+    """Download (and convert, or verify) a model now (otherwise the first `say` does it)."""
     from qwen3tts_cli import hub
 
     path = hub.pull_model(
-        name, quant, cache=cache, revision=revision, force=force, progress=download_messages(quiet)
+        name,
+        quant,
+        cache=cache,
+        revision=revision,
+        force=force,
+        progress=download_messages(quiet),
+        convert_locally=convert_locally,
+        token=token,
     )
     print(path)
+
+
+@models_app.command("publish")
+def models_publish(
+    model: Annotated[
+        str, typer.Argument(help="Catalog name (its cached quant) or a converted model folder.")
+    ],
+    repo: Annotated[
+        str, typer.Option("--repo", help="OWNER/NAME of the repo to upload to (created if new).")
+    ],
+    quant: Annotated[
+        str | None, typer.Option("--quant", "-q", help="Which cached quant of a catalog model.")
+    ] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo as private.")] = False,
+    token: TokenOption = None,
+    cache: CacheOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Upload a converted model as QUANT/ of a Hugging Face repo, with a model card (sources, sha256)."""
+    from qwen3tts_cli import hub, hub_repos
+
+    folder = Path(model).expanduser()
+    if not folder.is_dir() or catalog.find(model) is not None and not hub.is_converted(folder):
+        folder = hub.model_dir(model, quant or catalog.DEFAULT_QUANT, cache)
+        if not hub.is_converted(folder):
+            raise Qwen3TTSError(
+                f"model {model} ({quant or catalog.DEFAULT_QUANT}) is not converted here",
+                f"run `qwen3tts models pull {model} -q {quant or catalog.DEFAULT_QUANT}` first",
+            )
+    elif not hub.is_converted(folder):
+        raise Qwen3TTSError(f"{folder} is not a converted model (no manifest.json)", "convert it first")
+    say = download_messages(quiet)
+    print(hub_repos.publish(folder.absolute(), repo, private=private, token=token, say=say))
+
+
+@models_app.command("verify")
+def models_verify(
+    name: Annotated[
+        str | None, typer.Argument(help="Catalog name, hf:OWNER/NAME or folder (default: everything cached).")
+    ] = None,
+    cache: CacheOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Check every file of cached models against its manifest's sha256; exit 1 naming the bad ones."""
+    from qwen3tts_cli.cache_hygiene import verify_cached
+
+    results = verify_cached(name, cache)
+    if json_out:
+        print_json(
+            [
+                {"name": r.model.name, "quant": r.model.quant, "path": str(r.model.path), "ok": r.ok}
+                | {"bad_files": r.bad_files, "problem": r.problem}
+                for r in results
+            ]
+        )
+    else:
+        for r in results:
+            verdict = "ok" if r.ok else (r.problem or "BAD: " + ", ".join(r.bad_files))
+            print(f"{r.model.name} {r.model.quant}: {verdict}")
+    bad = [r for r in results if not r.ok]
+    if bad:
+        names = "; ".join(f"{r.model.path}: {r.problem or ', '.join(r.bad_files)}" for r in bad)
+        raise Qwen3TTSError(
+            f"{len(bad)} cached model(s) failed verification: {names}",
+            "`qwen3tts models pull NAME --force` refetches or reconverts one; `models gc` removes stale ones",
+        )
+    if not results:
+        status("nothing in the cache to verify")
+
+
+@models_app.command("gc")
+def models_gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    cache: CacheOption = None,
+) -> None:
+    """Remove stale temp folders, unfinished downloads and folders of other converter versions."""
+    from qwen3tts_cli.cache_hygiene import collect, find_garbage
+
+    garbage = find_garbage(cache)
+    for item in garbage:
+        print(f"{_size(item.size_bytes):>9}  {item.path}  ({item.reason})")
+    total = sum(item.size_bytes for item in garbage)
+    if not garbage:
+        status("nothing to remove")
+    elif dry_run:
+        status(f"would free {_size(total)} (run without --dry-run to remove)")
+    else:
+        status(f"freed {_size(collect(garbage))}")
 
 
 @models_app.command("rm")
@@ -270,9 +391,13 @@ def models_path(
     cache: CacheOption = None,
 ) -> None:
     """Print the folder of a converted model (for --model-dir or other tools)."""
-    from qwen3tts_cli import hub
+    from qwen3tts_cli import hub, hub_repos
 
-    folder = hub.model_dir(name, quant, cache)
+    if hub_repos.is_ref(name):
+        ref = hub_repos.parse_ref(name, None if quant == catalog.DEFAULT_QUANT else quant)
+        folder, quant = hub.repo_dir(ref, cache), ref.quant
+    else:
+        folder = hub.model_dir(name, quant, cache)
     if not hub.is_converted(folder):
         raise Qwen3TTSError(
             f"model {name} ({quant}) is not converted yet", f"run `qwen3tts models pull {name} -q {quant}`"
@@ -285,6 +410,10 @@ def _model_config(model: str | None, model_dir: Path | None) -> tuple[str, dict[
     """(what was asked, its config.json or None for the released models' built-in facts)."""
     if model is not None and model_dir is not None:
         raise usage_error("--model and --model-dir both given", "pass one of them")
+    if model is not None and model.startswith("hf:"):  # a converted repo: its own config.json says
+        from qwen3tts_cli import hub
+
+        model_dir = hub.resolve_model(model, progress=download_messages(False)).path
     if model_dir is None:
         entry = catalog.get(model) if model is not None else None
         return (entry.name if entry else "released models"), None
@@ -308,7 +437,7 @@ def speakers(
 ) -> None:
     """The preset speakers of CustomVoice models (and their native dialect, if any)."""
     source, config = _model_config(model, model_dir)
-    if model is not None and catalog.get(model).kind != spec.KIND_CUSTOM_VOICE:
+    if config is None and model is not None and catalog.get(model).kind != spec.KIND_CUSTOM_VOICE:
         raise Qwen3TTSError(f"model {model} has no preset speakers", "CustomVoice models have them")
     prompt = _prompt_config(config)
     dialects = spec.SPEAKER_DIALECTS if prompt is None else prompt.speaker_dialects

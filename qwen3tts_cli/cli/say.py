@@ -16,6 +16,10 @@ import typer
 
 from qwen3tts_cli.cli.codes import check_codes_target
 from qwen3tts_cli.cli.common import (
+    CodecDeviceOption,
+    ConvertLocallyFlag,
+    DeviceOption,
+    GpuLayersOption,
     JsonOption,
     ModelDirOption,
     ModelOption,
@@ -23,6 +27,8 @@ from qwen3tts_cli.cli.common import (
     QuietOption,
     ThreadsOption,
     VoicesDirOption,
+    apply_convert_locally,
+    device_choice,
     model_argument,
     read_text,
 )
@@ -93,6 +99,9 @@ def say(
     model_dir: ModelDirOption = None,
     quant: QuantOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    gpu_layers: GpuLayersOption = None,
+    codec_device: CodecDeviceOption = "auto",
     exact: Annotated[
         bool,
         typer.Option(
@@ -213,9 +222,11 @@ def say(
     voices_dir: VoicesDirOption = None,
     quiet: QuietOption = False,
     json_out: JsonOption = False,
+    convert_locally: ConvertLocallyFlag = False,
 ) -> None:
     """Speak text into an audio file, stdout or the speakers (shaping options buffer the utterance)."""
     started = time.perf_counter()
+    apply_convert_locally(convert_locally)
     choice = VoiceChoice(
         speaker=speaker,
         language=language,
@@ -227,6 +238,7 @@ def say(
         ref_text=ref_text,
         x_vector_only=x_vector_only,
     )
+    devices = device_choice(device, gpu_layers, codec_device)
     spoken = read_text(text, file)
     tagged = check_speakable(spoken)
     mode = choice.mode()
@@ -256,7 +268,9 @@ def say(
         seed = int.from_bytes(os.urandom(4), "little") >> 1
     pieces_together = batch_size(batch, spoken, not no_split, play)
     generation = GenerationChoice(sampling, seed, max_frames, not no_split, streaming_text, pieces_together)
-    with load_tts(chosen, mode, quant, threads, exact, voices_dir, quiet, pieces_together) as tts:
+    with load_tts(
+        chosen, mode, quant, threads, exact, voices_dir, quiet, pieces_together, devices=devices
+    ) as tts:
         request = replace(build_request(tts, spoken, choice, generation), pause=pause, lexicon=lexicon)
         result = speak(tts, request, sinks, codes_target, quiet, shaping)
     facts = summary(tts, target, audio_format, play, request, result, codes_target, started)

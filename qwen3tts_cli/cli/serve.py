@@ -17,12 +17,17 @@ from typing import Annotated, Any
 import typer
 
 from qwen3tts_cli.cli.common import (
+    CodecDeviceOption,
+    DeviceOption,
+    GpuLayersOption,
     ModelDirOption,
     ModelOption,
     QuantOption,
     QuietOption,
     ThreadsOption,
     VoicesDirOption,
+    device_choice,
+    devices_line,
     model_argument,
     status,
     usage_error,
@@ -55,6 +60,9 @@ def serve(
     model_dir: ModelDirOption = None,
     quant: QuantOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    gpu_layers: GpuLayersOption = None,
+    codec_device: CodecDeviceOption = "auto",
     exact: Annotated[bool, typer.Option("--exact", help="f32 KV cache, no flash attention.")] = False,
     voices_dir: VoicesDirOption = None,
     host: Annotated[str, typer.Option(help="Address to bind (localhost by default).")] = "127.0.0.1",
@@ -129,6 +137,7 @@ def serve(
     """Serve the model to many clients at once: OpenAI speech API, Qwen-TTS service API, Wyoming."""
     if no_http and not wyoming:
         raise usage_error("--no-http leaves nothing to serve", "add --wyoming tcp://127.0.0.1:10200")
+    devices = device_choice(device, gpu_layers, codec_device)
     _require_server_extra(bool(wyoming))
     from qwen3tts_cli import catalog, spec
     from qwen3tts_cli.cli.voice import load_tts, model_for
@@ -146,8 +155,11 @@ def serve(
         max_batch,
         max_queue,
         reserved_slots,
+        devices=devices,
     )
     try:
+        if not quiet:
+            status(devices_line(tts.model.devices_used()))
         if default_voice is None and tts.kind == spec.KIND_CUSTOM_VOICE:
             default_voice = "ryan" if "ryan" in tts.speakers else (tts.speakers or [None])[0]
         settings = ServerSettings(

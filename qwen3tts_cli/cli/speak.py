@@ -153,6 +153,7 @@ def summary(
         "codes_out": str(codes_target) if codes_target is not None else None,
         "elapsed_seconds": round(elapsed, 3),
         "real_time_factor": round(elapsed / seconds, 3) if seconds else None,
+        "devices": tts.model.devices_used(),
     }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qwen3tts_cli import catalog, spec
-from qwen3tts_cli.cli.common import download_messages, usage_error
+from qwen3tts_cli.cli.common import DeviceChoice, download_messages, usage_error
 from qwen3tts_cli.errors import Qwen3TTSError
 
 if TYPE_CHECKING:
@@ -118,6 +118,7 @@ def load_tts(
     max_batch: int = 1,
     max_waiting: int = 32,
     reserved_slots: int = 0,
+    devices: DeviceChoice | None = None,
 ) -> TTS:
     from qwen3tts_cli.tts import TTS
 
@@ -132,6 +133,7 @@ def load_tts(
         max_waiting=max_waiting,
         reserved_slots=reserved_slots,
         progress=download_messages(quiet),
+        **(devices or DeviceChoice()).load_options(),
     )
 
 

@@ -1,6 +1,7 @@
 """Streaming codec decoder: codes [N, 16] -> 24 kHz audio [N * 1920], one call per chunk of frames.
 
-Runs `codec_decoder.onnx` (built by `qwen3tts_cli.convert.codec_decoder`) with onnxruntime on the CPU.
+Runs `codec_decoder.onnx` (built by `qwen3tts_cli.convert.codec_decoder`) with onnxruntime (CPU unless a
+provider is given: engine/devices.py).
 The graph carries the causal decoder's past as `past.*` inputs / `present.*` outputs; this class keeps
 them between calls, so pushing a sequence in chunks of any size gives the same audio as decoding it at once.
 """
@@ -13,7 +14,7 @@ import numpy as np
 
 from qwen3tts_cli import spec
 from qwen3tts_cli.convert.codec_decoder import AUDIO_OUTPUT, CODES_INPUT, PAST_PREFIX, PRESENT_PREFIX
-from qwen3tts_cli.engine.onnx_session import cpu_session
+from qwen3tts_cli.engine.onnx_session import CPU_PROVIDER, session
 from qwen3tts_cli.errors import Qwen3TTSError
 
 DEFAULT_CHUNK_FRAMES = 25  # 2 s of audio per call: few calls, little waiting for the first sound
@@ -29,9 +30,13 @@ class StreamingDecoder:
     """
 
     def __init__(
-        self, model_path: str | Path, threads: int = 1, chunk_frames: int = DEFAULT_CHUNK_FRAMES
+        self,
+        model_path: str | Path,
+        threads: int = 1,
+        chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+        provider: str = CPU_PROVIDER,
     ) -> None:
-        self.session = cpu_session(model_path, threads, "codec decoder", prepack_weights=False)
+        self.session = session(model_path, threads, "codec decoder", provider=provider, prepack_weights=False)
         self.chunk_frames = int(chunk_frames)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.num_quantizers = int(meta.get("qwen3tts.num_quantizers", spec.NUM_CODE_GROUPS))

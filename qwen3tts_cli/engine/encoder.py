@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from qwen3tts_cli import spec
 from qwen3tts_cli.engine.mel import log_mel, min_samples_for_frames
-from qwen3tts_cli.engine.onnx_session import cpu_session
+from qwen3tts_cli.engine.onnx_session import CPU_PROVIDER, session
 from qwen3tts_cli.errors import Qwen3TTSError
 
 _META = "qwen3tts."
@@ -48,8 +48,8 @@ def _mono_audio(wav24k: np.ndarray, min_samples: int) -> np.ndarray:
 class CodecEncoder:
     """Waveform -> codec codes, as the official `Qwen3TTSTokenizer.encode` (first 16 code groups)."""
 
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        self.session = cpu_session(model_path, threads, "codec encoder")
+    def __init__(self, model_path: str | Path, threads: int = 1, provider: str = CPU_PROVIDER) -> None:
+        self.session = session(model_path, threads, "codec encoder", provider=provider)
         self.sample_rate = _metadata(self.session, "sample_rate", spec.SAMPLE_RATE)
         self.samples_per_frame = _metadata(self.session, "samples_per_frame", spec.SAMPLES_PER_FRAME)
         self.num_quantizers = _metadata(self.session, "num_quantizers", spec.NUM_CODE_GROUPS)
@@ -68,8 +68,8 @@ class CodecEncoder:
 class SpeakerEncoder:
     """Waveform -> speaker embedding (x-vector) placed in the talker's speaker slot when cloning."""
 
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        self.session = cpu_session(model_path, threads, "speaker encoder")
+    def __init__(self, model_path: str | Path, threads: int = 1, provider: str = CPU_PROVIDER) -> None:
+        self.session = session(model_path, threads, "speaker encoder", provider=provider)
         self.min_frames = _metadata(self.session, "min_frames", 5)
         self.embedding_dim = _metadata(self.session, "embedding_dim", 0)
         self.min_samples = min_samples_for_frames(self.min_frames)

@@ -136,6 +136,8 @@ class LlamaOptions:
     flash_attn: str = "auto"  # auto | on | off
     use_extra_bufts: bool | None = None  # None: off when the library has AMX kernels, on otherwise
     want_logits: bool = True
+    n_gpu_layers: int = 0  # layers on the GPU device (-1: all); 0 on a CPU-only build (engine/devices.py)
+    device: str | None = None  # the ggml device to offload to (e.g. "Vulkan0"); None: llama.cpp's choice
 
     def kv_type_id(self) -> int:
         name = "f32" if self.exact else self.kv_type
@@ -204,8 +206,18 @@ class LlamaModel:
         extra_bufts = self.options.use_extra_bufts
         if extra_bufts is None:
             extra_bufts = not has_amx()
-        _set_fields(params, {"n_gpu_layers": 0, "use_extra_bufts": extra_bufts})
+        fields: dict[str, Any] = {"n_gpu_layers": self.options.n_gpu_layers, "use_extra_bufts": extra_bufts}
+        devices = None
+        if self.options.n_gpu_layers != 0 and self.options.device:
+            from qwen3tts_cli.engine.devices import ggml_device_handle
+
+            handle = ggml_device_handle(self.options.device)
+            if handle is not None:  # only this device, not every GPU the build sees (NULL-terminated)
+                devices = (ctypes.c_void_p * 2)(handle, None)
+                fields["devices"] = ctypes.cast(devices, ctypes.c_void_p)
+        _set_fields(params, fields)
         self._model = lib.llama_model_load_from_file(str(self.path).encode(), params)
+        del devices  # llama.cpp copied the list while loading
         if not self._model:
             raise Qwen3TTSError(
                 f"llama.cpp cannot load {self.path}: {recent_llama_errors() or 'unknown error'}",
