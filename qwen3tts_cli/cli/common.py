@@ -293,6 +293,37 @@ class Progress:
         self._status.clear()
 
 
+@dataclass
+class CountLine:
+    """A self-rewriting "LABEL: tensor n of m" line on a terminal; silent when stderr is piped or quiet."""
+
+    label: str
+    enabled: bool
+    interval: float = 0.1
+    _last_draw: float = 0.0
+    _drawn: bool = False
+
+    @classmethod
+    def for_terminal(cls, label: str, quiet: bool) -> CountLine:
+        return cls(label=label, enabled=not quiet and sys.stderr.isatty())
+
+    def update(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        # the first and the last count are always drawn, the ones between at most every `interval`
+        if not self.enabled or (1 < done < total and now - self._last_draw < self.interval):
+            return
+        self._last_draw = now
+        sys.stderr.write(f"\r{self.label}: tensor {done} of {total}\x1b[K")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def clear(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._drawn = False
+
+
 def download_messages(quiet: bool) -> Any:
     """The hub/converter progress callback: status lines unless quiet; tqdm bars only on a terminal."""
     if quiet or not sys.stderr.isatty():

@@ -14,6 +14,7 @@ import typer
 
 from qwen3tts_cli import catalog, spec
 from qwen3tts_cli.cli.common import (
+    CountLine,
     JsonOption,
     ModelDirOption,
     ModelOption,
@@ -483,6 +484,23 @@ def convert(
     """Convert an official checkpoint into a model folder (GGUF + ONNX + manifest) for --model-dir."""
     from qwen3tts_cli.convert.converter import convert_checkpoint
 
-    say = download_messages(quiet)
-    folder = convert_checkpoint(checkpoint, out, quant, threads=threads, overwrite=force, progress=say)
+    message = download_messages(quiet)
+    line = CountLine.for_terminal("qwen3tts: converting", quiet)
+
+    def say(text: str) -> None:
+        line.clear()  # a status line never lands in the middle of the count
+        message(text)
+
+    try:
+        folder = convert_checkpoint(
+            checkpoint,
+            out,
+            quant,
+            threads=threads,
+            overwrite=force,
+            progress=say,
+            tensor_progress=line.update if line.enabled else None,
+        )
+    finally:
+        line.clear()
     print(folder)

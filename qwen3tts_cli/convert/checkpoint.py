@@ -8,6 +8,7 @@ Layout (every released 12 Hz repo):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -103,6 +104,8 @@ class Checkpoint:
         if gen_path.is_file():
             self.generation_config.update(read_json(gen_path))
         self._validate_tensors()
+        # called with "model:NAME" / "codec:NAME" whenever a tensor is read (conversion progress)
+        self.on_read: Callable[[str], None] | None = None
 
     # ---- configs --------------------------------------------------------------------------------------
     @property
@@ -155,22 +158,33 @@ class Checkpoint:
         return SafetensorsFile(self.folder / "speech_tokenizer" / "model.safetensors")
 
     def tensor(self, name: str) -> np.ndarray:
+        self._note(f"model:{name}")
         try:
-            return self.weights.read(name)
+            return self.weights.load(name)
         except KeyError:
             raise Qwen3TTSError(
                 f"{self.folder}/model.safetensors has no tensor {name}",
                 "the checkpoint is incomplete or not official",
             ) from None
 
+    def tensor_blocks(self, name: str) -> Iterator[bytes]:
+        """The stored bytes of model.safetensors tensor `name`, in blocks read from the file."""
+        self._note(f"model:{name}")
+        return self.weights.raw_blocks(name)
+
     def codec_tensor(self, name: str) -> np.ndarray:
+        self._note(f"codec:{name}")
         try:
-            return self.codec_weights.read(name)
+            return self.codec_weights.load(name)
         except KeyError:
             raise Qwen3TTSError(
                 f"{self.folder}/speech_tokenizer/model.safetensors has no tensor {name}",
                 "the checkpoint is incomplete or not official",
             ) from None
+
+    def _note(self, key: str) -> None:
+        if self.on_read is not None:
+            self.on_read(key)
 
     def _validate_tensors(self) -> None:
         needed = [

@@ -129,18 +129,21 @@ def write_decoder_onnx(ckpt: CodecWeights, out: str | Path) -> None:
             f"codec decoder upsamples by {shape.samples_per_frame}, expected {spec.SAMPLES_PER_FRAME}",
             "use a Qwen3-TTS 12Hz checkpoint",
         )
-    builder = _DecoderGraphBuilder(ckpt, shape)
-    builder.build()
-    builder.g.save(out)
+    builder = _DecoderGraphBuilder(ckpt, shape, spool_dir=Path(out).parent)
+    try:
+        builder.build()
+        builder.g.save(out)
+    finally:
+        builder.g.close()
 
 
 class _DecoderGraphBuilder:
     """Emits the decoder graph stage by stage; values are [1, C, T] except inside the transformer."""
 
-    def __init__(self, ckpt: CodecWeights, shape: DecoderShape) -> None:
+    def __init__(self, ckpt: CodecWeights, shape: DecoderShape, spool_dir: Path | None = None) -> None:
         self.ckpt = ckpt
         self.shape = shape
-        self.g = GraphBuilder("qwen3tts_codec_decoder")
+        self.g = GraphBuilder("qwen3tts_codec_decoder", spool_dir=spool_dir)
         self._rotation: str | None = None
         self.g.metadata.update(
             {

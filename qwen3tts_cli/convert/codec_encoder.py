@@ -372,7 +372,9 @@ def _quantize(g: GraphBuilder, latent: str, read: TensorReader, shape: MimiEncod
 
 
 # ---- entry points --------------------------------------------------------------------------------------
-def build_encoder_graph(codec_config: dict[str, Any], read: TensorReader) -> GraphBuilder:
+def build_encoder_graph(
+    codec_config: dict[str, Any], read: TensorReader, spool_dir: Path | None = None
+) -> GraphBuilder:
     """The codec encoder graph from a speech_tokenizer config and a reader of its (prefixed) tensors."""
     shape = MimiEncoderShape.from_config(codec_config.get("encoder_config", {}))
     valid = int(codec_config.get("encoder_valid_num_quantizers", spec.NUM_CODE_GROUPS))
@@ -380,7 +382,7 @@ def build_encoder_graph(codec_config: dict[str, Any], read: TensorReader) -> Gra
         raise Qwen3TTSError(
             f"encoder_valid_num_quantizers {valid} is out of range", "use an official checkpoint"
         )
-    g = GraphBuilder("qwen3tts_codec_encoder", doc=__doc__.split("\n\n")[0])
+    g = GraphBuilder("qwen3tts_codec_encoder", doc=__doc__.split("\n\n")[0], spool_dir=spool_dir)
     wav = g.add_input("waveform", np.float32, [1, "samples"])
     x = _seanet(g, unsqueeze(g, wav, [1], hint="wav"), read, shape)
     x = transpose(g, _transformer(g, transpose(g, x, [0, 2, 1]), read, shape), [0, 2, 1])
@@ -400,4 +402,8 @@ def build_encoder_graph(codec_config: dict[str, Any], read: TensorReader) -> Gra
 
 def write_encoder_onnx(ckpt: Checkpoint, out: Path) -> None:
     """Write `codec_encoder.onnx` for the checkpoint's speech tokenizer."""
-    build_encoder_graph(ckpt.codec_config, ckpt.codec_tensor).save(out)
+    graph = build_encoder_graph(ckpt.codec_config, ckpt.codec_tensor, spool_dir=Path(out).parent)
+    try:
+        graph.save(out)
+    finally:
+        graph.close()

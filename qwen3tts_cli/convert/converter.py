@@ -18,6 +18,7 @@ from qwen3tts_cli.convert.codec_encoder import write_encoder_onnx
 from qwen3tts_cli.convert.lm import write_predictor_gguf, write_tables, write_talker_gguf
 from qwen3tts_cli.convert.manifest import Manifest
 from qwen3tts_cli.convert.quantize import LLAMA_FTYPES, QUANT_TYPES, quantize_gguf
+from qwen3tts_cli.convert.space import check_free_space, estimate_bytes
 from qwen3tts_cli.convert.speaker import write_speaker_onnx
 from qwen3tts_cli.convert.tokenizer import write_tokenizer_json
 from qwen3tts_cli.errors import Qwen3TTSError
@@ -27,6 +28,29 @@ CODEC_PRECISIONS = ("fp32",)
 _TMP_MARK = ".tmp-"
 
 Progress = Callable[[str], None]
+TensorProgress = Callable[[int, int], None]
+
+
+class _TensorCount:
+    """Counts the distinct checkpoint tensors read so far against all the conversion may read.
+
+    A few codec tensors are bookkeeping the graphs never use, so the count ends a little short of the total
+    until `finish` reports it complete.
+    """
+
+    def __init__(self, ckpt: Checkpoint, report: TensorProgress) -> None:
+        unused = () if ckpt.kind == spec.KIND_BASE else ("speaker_encoder.",)
+        self.total = sum(not name.startswith(unused) for name in ckpt.weights) + len(ckpt.codec_weights)
+        self.seen: set[str] = set()
+        self.report = report
+
+    def __call__(self, key: str) -> None:
+        if key not in self.seen:
+            self.seen.add(key)
+            self.report(min(len(self.seen), self.total), self.total)
+
+    def finish(self) -> None:
+        self.report(self.total, self.total)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -73,8 +97,12 @@ def convert_checkpoint(
     threads: int = 2,
     overwrite: bool = False,
     progress: Progress | None = None,
+    tensor_progress: TensorProgress | None = None,
 ) -> Path:
-    """Convert the official checkpoint in `src` into a model folder at `dst`; returns `dst`."""
+    """Convert the official checkpoint in `src` into a model folder at `dst`; returns `dst`.
+
+    `progress` gets a line per step; `tensor_progress(n, m)` is called as checkpoint tensor n of m is read.
+    """
     say = progress or (lambda _msg: None)
     if quant not in QUANT_TYPES:
         raise Qwen3TTSError(f"unknown quantization {quant!r}", f"use one of {', '.join(QUANT_TYPES)}")
@@ -91,10 +119,17 @@ def convert_checkpoint(
     if not dst.parent.is_dir():
         raise Qwen3TTSError(f"the folder {dst.parent} does not exist", "create it first")
     _remove_stale_temp_folders(dst)
+    # everything is written in the temporary folder beside `dst` (the ONNX spools too): one disk to check;
+    # a folder being replaced is only removed at the end, so its space is not counted as free
+    check_free_space([(dst.parent, estimate_bytes(ckpt, quant))])
     tmp = dst.parent / f".{dst.name}{_TMP_MARK}{os.getpid()}"
     tmp.mkdir()
+    count = _TensorCount(ckpt, tensor_progress) if tensor_progress is not None else None
+    ckpt.on_read = count
     try:
         _write_all(ckpt, tmp, quant, threads, say)
+        if count is not None:
+            count.finish()
         manifest = Manifest(
             kind=ckpt.kind,
             size_tag=ckpt.size_tag,

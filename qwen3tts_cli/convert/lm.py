@@ -12,7 +12,7 @@ read (memory-mapped, bf16 widened to f32) and appended, so converting never hold
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +20,8 @@ import gguf
 import numpy as np
 
 from qwen3tts_cli.convert.checkpoint import Checkpoint, LMShape
-from qwen3tts_cli.convert.heads import can_quantize, quantize_head
-from qwen3tts_cli.convert.safetensors import write_safetensors
+from qwen3tts_cli.convert.heads import BLOCK, can_quantize, quantize_head
+from qwen3tts_cli.convert.safetensors import array_chunks, write_safetensors_chunks
 from qwen3tts_cli.engine import tables as table_names
 from qwen3tts_cli.errors import Qwen3TTSError
 
@@ -203,7 +203,7 @@ def write_predictor_gguf(ckpt: Checkpoint, out_path: str | Path) -> None:
 
 
 # ---- tables.safetensors ---------------------------------------------------------------------------------
-def _table_sources(ckpt: Checkpoint) -> list[str]:
+def table_sources(ckpt: Checkpoint) -> list[str]:
     """Official names of every tensor stored in tables.safetensors (we keep the official names)."""
     groups = int(ckpt.talker_config.get("num_code_groups", 16))
     names = [
@@ -225,29 +225,40 @@ def write_tables(ckpt: Checkpoint, out_path: str | Path, *, int8_heads: bool = F
     `int8_heads` adds 8-bit copies of the 15 predictor heads and of the 1.7B `small_to_mtp_projection`
     (convert/heads.py) for the integer-quantized models, when the widths split into whole blocks; the f32
     originals stay for the exact path.
+
+    Streamed: the header comes from the stored shapes, then each tensor is read (the bf16 text embedding
+    copied in blocks from the file), written and dropped; an 8-bit head re-reads its f32 head when its turn
+    comes, so at most one head is held.
     """
-    tensors: dict[str, np.ndarray] = {}
-    dtypes: dict[str, str] = {}
-    for name in _table_sources(ckpt):
-        _stored_shape(ckpt, name)  # a clear error when it is missing
+    sources = table_sources(ckpt)
+    entries: list[tuple[str, str, tuple[int, ...]]] = []
+    parts: list[Callable[[], Iterator[bytes]]] = []
+    for name in sources:
+        shape = _stored_shape(ckpt, name)  # a clear error when it is missing
         if name == table_names.TEXT_EMBEDDING and ckpt.weights.dtype(name) == "BF16":
-            # the shipped bf16 bits, copied unchanged and never materialised (memory-mapped view)
-            tensors[name] = ckpt.weights.raw(name)
-            dtypes[name] = "BF16"
+            entries.append((name, "BF16", shape))  # the shipped bf16 bits, copied unchanged
+            parts.append(lambda name=name: ckpt.tensor_blocks(name))
         else:
-            tensors[name] = ckpt.tensor(name)
-            dtypes[name] = "F32"
+            entries.append((name, "F32", shape))
+            parts.append(lambda name=name: array_chunks(ckpt.tensor(name), "F32"))
     if int8_heads and can_quantize(ckpt.predictor_shape.hidden):
         groups = int(ckpt.talker_config.get("num_code_groups", 16))
-        for group in range(1, groups):
-            codes_name, scales_name = table_names.predictor_head_q8_names(group)
-            tensors[codes_name], tensors[scales_name] = quantize_head(
-                tensors[table_names.predictor_head_name(group)]
-            )
-            dtypes[codes_name], dtypes[scales_name] = "U8", "F32"
-        projection = tensors.get(table_names.MTP_PROJECTION_WEIGHT)
-        if projection is not None and can_quantize(projection.shape[1]):
-            codes_name, scales_name = table_names.MTP_PROJECTION_Q8
-            tensors[codes_name], tensors[scales_name] = quantize_head(projection)
-            dtypes[codes_name], dtypes[scales_name] = "U8", "F32"
-    write_safetensors(out_path, tensors, dtypes)
+        quantized = [
+            (table_names.predictor_head_q8_names(g), table_names.predictor_head_name(g))
+            for g in range(1, groups)
+        ]
+        projection = table_names.MTP_PROJECTION_WEIGHT
+        if projection in sources and can_quantize(_stored_shape(ckpt, projection)[1]):
+            quantized.append((table_names.MTP_PROJECTION_Q8, projection))
+        for (codes_name, scales_name), source in quantized:
+            rows, width = _stored_shape(ckpt, source)
+            entries.append((codes_name, "U8", (rows, width // BLOCK, BLOCK)))
+            entries.append((scales_name, "F32", (rows, width // BLOCK)))
+            parts.append(lambda source=source: _quantized_blocks(ckpt.tensor(source)))
+    write_safetensors_chunks(out_path, entries, (block for part in parts for block in part()))
+
+
+def _quantized_blocks(weight: np.ndarray) -> Iterator[bytes]:
+    codes, scales = quantize_head(weight)
+    yield from array_chunks(codes, "U8")
+    yield from array_chunks(scales, "F32")

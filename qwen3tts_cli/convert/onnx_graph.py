@@ -19,11 +19,16 @@ Example:
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from onnx import helper, numpy_helper
 
 DEFAULT_OPSET = 17
@@ -43,12 +48,22 @@ def _tensor_type(dtype: np.dtype | type | int) -> int:
 class GraphBuilder:
     """Accumulates nodes, initializers, inputs and outputs of one ONNX graph."""
 
-    def __init__(self, name: str = "graph", opset: int = DEFAULT_OPSET, doc: str = "") -> None:
+    def __init__(
+        self,
+        name: str = "graph",
+        opset: int = DEFAULT_OPSET,
+        doc: str = "",
+        spool_dir: str | Path | None = None,
+    ) -> None:
         self.name = name
         self.opset = opset
         self.doc = doc
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        # Initializers are serialized as they are made into an anonymous file (in `spool_dir`, default the
+        # system temp folder) and copied into the model file by `save`: the weights are never all in memory.
+        self._spool: IO[bytes] = tempfile.TemporaryFile(dir=spool_dir)
+        self._spool_bytes = 0
+        self._weight_bytes = 0
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         self.metadata: dict[str, str] = {}
@@ -87,8 +102,31 @@ class GraphBuilder:
     def weight(self, array: np.ndarray, hint: str = "w") -> str:
         """A new initializer holding `array` (its dtype is kept; pass float32 for weights)."""
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.ascontiguousarray(array)
+        self._weight_bytes += int(array.nbytes)
+        if array.dtype.kind in "biuf" and array.dtype.byteorder != ">":
+            # numpy_helper.from_array's message (dims, data_type, name, raw_data = the array's bytes), framed
+            # by hand so the data goes from the array to the spool without two more copies
+            head = onnx.TensorProto(dims=array.shape, data_type=_tensor_type(array.dtype), name=name)
+            header = head.SerializeToString() + _tag(_TENSOR_RAW_DATA) + _varint(array.nbytes)
+            self._spool_bytes += self._spool.write(
+                _tag(_GRAPH_INITIALIZER) + _varint(len(header) + array.nbytes) + header
+            )
+            self._spool_bytes += self._spool.write(array.data) if array.nbytes else 0
+        else:
+            tensor = numpy_helper.from_array(array, name)
+            self._spool_bytes += self._spool.write(_field(_GRAPH_INITIALIZER, tensor.SerializeToString()))
         return name
+
+    @property
+    def initializers(self) -> list[onnx.TensorProto]:
+        """Every initializer so far, parsed back from the spool (for tests and in-memory models)."""
+        self._spool.seek(0)
+        data = self._spool.read(self._spool_bytes)
+        self._spool.seek(0, 2)
+        holder = onnx.GraphProto()
+        holder.ParseFromString(data)  # the spool is a run of GraphProto `initializer` fields
+        return list(holder.initializer)
 
     def const(
         self, values: Sequence[int] | Sequence[float] | np.ndarray | int | float, dtype=np.int64
@@ -116,8 +154,9 @@ class GraphBuilder:
         return out_names
 
     # ---- output ---------------------------------------------------------------------------------------
-    def to_model(self) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+    def to_model(self, *, with_weights: bool = True) -> onnx.ModelProto:
+        initializers = self.initializers if with_weights else []
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, initializers)
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="qwen3tts"
         )
@@ -128,18 +167,20 @@ class GraphBuilder:
         return model
 
     def weight_bytes(self) -> int:
-        return sum(
-            int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-            for t in self.initializers
-        )
+        return self._weight_bytes
 
     def save(self, path: str | Path) -> None:
-        """Write the model; past ~1.8 GB the weights go to `<name>.data` next to it (ONNX external data)."""
+        """Write the model; past ~1.8 GB the weights go to `<name>.data` next to it (ONNX external data).
+
+        Inline models are written as protobuf would serialize `to_model()` (fields in number order), with
+        the spooled initializers copied in between the graph's fields 1-4 and 6+: same bytes, one tensor
+        in memory at a time.
+        """
         path = Path(path)
-        model = self.to_model()
         if self.weight_bytes() < _MAX_INLINE_BYTES:
-            onnx.save_model(model, str(path))
+            self._write_streamed(path)
             return
+        model = self.to_model()
         onnx.save_model(
             model,
             str(path),
@@ -147,6 +188,78 @@ class GraphBuilder:
             all_tensors_to_one_file=True,
             location=path.name + ".data",
         )
+
+    def _write_streamed(self, path: Path) -> None:
+        model = self.to_model(with_weights=False)
+        graph_head, graph_tail = _split_fields(model.graph, _GRAPH_INITIALIZER)
+        model.ClearField("graph")
+        model_head, model_tail = _split_fields(model, _MODEL_GRAPH)
+        graph_size = len(graph_head) + self._spool_bytes + len(graph_tail)
+        self._spool.flush()
+        with open(path, "wb", buffering=0) as out:  # unbuffered: sendfile moves the file position itself
+            _write_all(out, model_head + _tag(_MODEL_GRAPH) + _varint(graph_size) + graph_head)
+            _copy_spool(self._spool, out, self._spool_bytes)
+            _write_all(out, graph_tail + model_tail)
+
+    def close(self) -> None:
+        self._spool.close()
+
+
+def _write_all(out: IO[bytes], data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # an unbuffered write may take only part of the buffer
+        view = view[out.write(view) :]
+
+
+def _copy_spool(spool: IO[bytes], out: IO[bytes], count: int) -> None:
+    """Append the first `count` bytes of `spool` to `out`: in the kernel where it can, else in 4 MB blocks."""
+    if hasattr(os, "sendfile"):
+        try:
+            offset = 0
+            while offset < count:
+                sent = os.sendfile(out.fileno(), spool.fileno(), offset, count - offset)
+                if sent == 0:
+                    raise OSError("the spool ended early")
+                offset += sent
+            return
+        except OSError:
+            if offset:  # part of it was sent: redoing it in user space would duplicate bytes
+                raise
+    spool.seek(0)
+    shutil.copyfileobj(spool, out, 1 << 22)
+
+
+# ---- protobuf framing (wire format: tag = field number << 3 | 2 for length-delimited, varint lengths) -----
+_MODEL_GRAPH = 7  # ModelProto.graph
+_GRAPH_INITIALIZER = 5  # GraphProto.initializer
+_TENSOR_RAW_DATA = 9  # TensorProto.raw_data (after dims 1, data_type 2, name 8; nothing later is set)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _tag(number: int) -> bytes:
+    return _varint(number << 3 | 2)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _tag(number) + _varint(len(payload)) + payload
+
+
+def _split_fields(message: Message, number: int) -> tuple[bytes, bytes]:
+    """The serialized fields of `message` numbered below `number`, and those above it."""
+    head, tail = type(message)(), type(message)()
+    head.CopyFrom(message)
+    tail.CopyFrom(message)
+    for field, _ in message.ListFields():
+        (tail if field.number < number else head).ClearField(field.name)
+    return head.SerializeToString(), tail.SerializeToString()
 
 
 # ---- shape and indexing helpers -----------------------------------------------------------------------
@@ -204,7 +317,7 @@ def linear(
         "MatMul", x, g.weight(np.ascontiguousarray(weight.T, dtype=np.float32), f"{hint}.weight_t"), hint=hint
     )
     if bias is not None:
-        y = g.op("Add", y, g.weight(bias.astype(np.float32), f"{hint}.bias"), hint=hint)
+        y = g.op("Add", y, g.weight(np.asarray(bias, dtype=np.float32), f"{hint}.bias"), hint=hint)
     return y
 
 
@@ -221,9 +334,9 @@ def conv1d(
     hint: str = "conv",
 ) -> str:
     """Conv1d on [B, C_in, T]; `weight` [C_out, C_in/groups, k]; `pads` = zero padding (left, right)."""
-    inputs = [x, g.weight(weight.astype(np.float32), f"{hint}.weight")]
+    inputs = [x, g.weight(np.asarray(weight, dtype=np.float32), f"{hint}.weight")]
     if bias is not None:
-        inputs.append(g.weight(bias.astype(np.float32), f"{hint}.bias"))
+        inputs.append(g.weight(np.asarray(bias, dtype=np.float32), f"{hint}.bias"))
     return g.op(
         "Conv",
         *inputs,
@@ -248,9 +361,9 @@ def conv_transpose1d(
 ) -> str:
     """ConvTranspose1d on [B, C_in, T] with no padding: output length (T - 1) * stride + k.
     `weight` is [C_in, C_out/groups, k] as in torch.nn.ConvTranspose1d."""
-    inputs = [x, g.weight(weight.astype(np.float32), f"{hint}.weight")]
+    inputs = [x, g.weight(np.asarray(weight, dtype=np.float32), f"{hint}.weight")]
     if bias is not None:
-        inputs.append(g.weight(bias.astype(np.float32), f"{hint}.bias"))
+        inputs.append(g.weight(np.asarray(bias, dtype=np.float32), f"{hint}.bias"))
     return g.op(
         "ConvTranspose",
         *inputs,
@@ -268,16 +381,16 @@ def rms_norm(g: GraphBuilder, x: str, weight: np.ndarray, eps: float, hint: str 
     variance = reduce_mean(g, square, [-1], hint=hint)
     root = g.op("Sqrt", g.op("Add", variance, g.const(eps, np.float32), hint=hint), hint=hint)
     normed = g.op("Div", x, root, hint=hint)
-    return g.op("Mul", normed, g.weight(weight.astype(np.float32), f"{hint}.weight"), hint=hint)
+    return g.op("Mul", normed, g.weight(np.asarray(weight, dtype=np.float32), f"{hint}.weight"), hint=hint)
 
 
 def layer_norm(
     g: GraphBuilder, x: str, weight: np.ndarray, bias: np.ndarray | None, eps: float, hint: str = "layer_norm"
 ) -> str:
     """LayerNorm over the last axis (ONNX LayerNormalization, opset >= 17)."""
-    inputs = [x, g.weight(weight.astype(np.float32), f"{hint}.weight")]
+    inputs = [x, g.weight(np.asarray(weight, dtype=np.float32), f"{hint}.weight")]
     if bias is not None:
-        inputs.append(g.weight(bias.astype(np.float32), f"{hint}.bias"))
+        inputs.append(g.weight(np.asarray(bias, dtype=np.float32), f"{hint}.bias"))
     return g.op("LayerNormalization", *inputs, axis=-1, epsilon=float(eps), hint=hint)
 
 

@@ -19,6 +19,7 @@ import gguf
 import numpy as np
 
 from qwen3tts_cli.convert.lm import ARCH, COMPONENT_PREDICTOR, KEY_COMPONENT
+from qwen3tts_cli.convert.safetensors import release_pages
 from qwen3tts_cli.errors import Qwen3TTSError
 
 # name -> llama_ftype (llama.h); "f32" is a plain copy and "f16" is written with gguf-py
@@ -120,4 +121,7 @@ def write_f16_gguf(src: str | Path, dst: str | Path, keep_f32: Sequence[str] = (
     for tensor, to_f16 in zip(reader.tensors, narrow, strict=True):
         data = tensor.data.astype(np.float16) if to_f16 else np.ascontiguousarray(tensor.data)
         writer.write_tensor_data(data)
+        del data
+        # the source's mapped pages would otherwise stay in RSS: the whole f32 file by the end
+        release_pages(reader.data, tensor.data_offset, tensor.data_offset + tensor.n_bytes)
     writer.close()

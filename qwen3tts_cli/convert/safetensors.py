@@ -85,6 +85,19 @@ class TensorRows:
         self.close()
 
 
+def release_pages(mapped: np.ndarray, begin: int, end: int) -> None:
+    """Drop bytes [begin, end) of the file mapped by `mapped` (an np.memmap) from this process's RSS.
+
+    Linux/macOS; elsewhere nothing. Read again, the pages come back from the file, so views stay valid.
+    """
+    mapping = getattr(mapped, "_mmap", None)  # np.memmap's mmap object
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if mapping is None or advice is None or end <= begin:
+        return
+    start = begin // mmap.PAGESIZE * mmap.PAGESIZE  # madvise wants page-aligned
+    mapping.madvise(advice, start, end - start)
+
+
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     """Widen bf16 bit patterns (uint16) to float32 exactly: bf16 is the top half of an f32."""
     return (raw.astype(np.uint32) << 16).view(np.float32)
@@ -173,12 +186,52 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
         from the file (page cache), so views stay valid.
         """
         begin, end = self._entries[name]["data_offsets"]
-        mapping = getattr(self._map, "_mmap", None)  # np.memmap's mmap object
-        advice = getattr(mmap, "MADV_DONTNEED", None)
-        if mapping is None or advice is None or end <= begin:
-            return
-        start = (self._data_start + begin) // mmap.PAGESIZE * mmap.PAGESIZE  # madvise wants page-aligned
-        mapping.madvise(advice, start, self._data_start + end - start)
+        release_pages(self._map, self._data_start + begin, self._data_start + end)
+
+    def _stored(self, name: str) -> tuple[np.dtype, int, int]:
+        """(stored dtype, absolute begin, absolute end) of tensor `name`."""
+        entry = self._entries[name]
+        stored = _STORED_DTYPES.get(entry["dtype"])
+        if stored is None:
+            raise Qwen3TTSError(f"{self.path}: tensor {name} has unsupported dtype {entry['dtype']}")
+        begin, end = entry["data_offsets"]
+        return stored, self._data_start + begin, self._data_start + end
+
+    def _pread(self, begin: int, end: int, dtype: np.dtype) -> np.ndarray:
+        out = np.empty((end - begin) // dtype.itemsize, dtype)
+        with open(self.path, "rb") as f:
+            f.seek(begin)
+            if f.readinto(memoryview(out).cast("B")) != end - begin:
+                raise Qwen3TTSError(f"{self.path} is truncated", "re-download the checkpoint")
+        return out
+
+    def load(self, name: str) -> np.ndarray:
+        """Like `read`, but a private copy read from the file, never a view of the mapping.
+
+        The converter reads every tensor once: mapped pages would stay in this process's RSS until the
+        file is closed (gigabytes for a whole checkpoint), while a copy is freed when the caller drops it.
+        """
+        if name not in self._entries:
+            raise KeyError(name)
+        stored, begin, end = self._stored(name)
+        arr = self._pread(begin, end, stored).reshape(self._entries[name]["shape"])
+        kind = self._entries[name]["dtype"]
+        if kind == "BF16":
+            return bf16_to_f32(arr)
+        if kind in ("F16", "F64"):
+            return arr.astype(np.float32)
+        return arr
+
+    def raw_blocks(self, name: str, block_bytes: int = 1 << 24) -> Iterator[bytes]:
+        """The stored bytes of tensor `name`, read from the file in blocks of at most `block_bytes`."""
+        _, begin, end = self._stored(name)
+        with open(self.path, "rb") as f:
+            f.seek(begin)
+            for start in range(begin, end, block_bytes):
+                block = f.read(min(block_bytes, end - start))
+                if not block:
+                    raise Qwen3TTSError(f"{self.path} is truncated", "re-download the checkpoint")
+                yield block
 
     def read(self, name: str) -> np.ndarray:
         """Float tensors as float32 (bf16/f16 widened exactly), integer tensors as stored."""
@@ -196,7 +249,7 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
 _ROWS_PER_CHUNK_BYTES = 1 << 24
 
 
-def _array_chunks(value: np.ndarray, kind: str) -> Iterator[bytes]:
+def array_chunks(value: np.ndarray, kind: str) -> Iterator[bytes]:
     """Encode one tensor in row blocks, so a memory-mapped source is never materialised whole.
 
     BF16 targets accept float32 values (rounded) or uint16 arrays, taken as bf16 bits and copied unchanged.
@@ -254,5 +307,5 @@ def write_safetensors(
 ) -> None:
     """Write tensors; `dtypes[name]` is the safetensors dtype to store (default F32)."""
     entries = [(name, dtypes.get(name, "F32"), tuple(value.shape)) for name, value in tensors.items()]
-    payload = (block for name, kind, _ in entries for block in _array_chunks(tensors[name], kind))
+    payload = (block for name, kind, _ in entries for block in array_chunks(tensors[name], kind))
     write_safetensors_chunks(path, entries, payload, metadata)

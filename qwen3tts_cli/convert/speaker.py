@@ -179,10 +179,12 @@ def _attentive_pooling(g: GraphBuilder, x: str, read: TensorReader, name: str) -
 
 
 # ---- entry points --------------------------------------------------------------------------------------
-def build_speaker_graph(speaker_config: dict[str, Any], read: TensorReader) -> GraphBuilder:
+def build_speaker_graph(
+    speaker_config: dict[str, Any], read: TensorReader, spool_dir: Path | None = None
+) -> GraphBuilder:
     """The speaker encoder graph from `speaker_encoder_config` and a reader of `speaker_encoder.*` tensors."""
     shape = SpeakerShape.from_config(speaker_config)
-    g = GraphBuilder("qwen3tts_speaker_encoder", doc=__doc__.split("\n\n")[0])
+    g = GraphBuilder("qwen3tts_speaker_encoder", doc=__doc__.split("\n\n")[0], spool_dir=spool_dir)
     mel = g.add_input("mel", np.float32, [1, "frames", shape.mel_dim])
     x = _tdnn(g, transpose(g, mel, [0, 2, 1]), read, f"{PREFIX}blocks.0", shape.dilations[0])
     block_outputs = []
@@ -209,4 +211,8 @@ def write_speaker_onnx(ckpt: Checkpoint, out: Path) -> None:
         raise Qwen3TTSError(
             f"a {ckpt.kind} checkpoint has no speaker encoder", "voice cloning needs a Base model"
         )
-    build_speaker_graph(ckpt.config.get("speaker_encoder_config", {}), ckpt.tensor).save(out)
+    graph = build_speaker_graph(ckpt.config.get("speaker_encoder_config", {}), ckpt.tensor, Path(out).parent)
+    try:
+        graph.save(out)
+    finally:
+        graph.close()
