@@ -159,7 +159,7 @@ def _cell(value: Any) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        f"# Golden cases on `--device {report['device']}` against `--device cpu` (greedy, 7 frames)",
+        f"# Golden cases on `--device {report['device']}` against `--device cpu` (greedy, --exact, 7 frames)",
         "",
         "| size | case | quant | codes = CPU | first differing frame | codes = official | max |wave - CPU| "
         "| max |wave - official| |",
