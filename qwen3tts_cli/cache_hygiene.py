@@ -7,13 +7,13 @@ version (this qwen3tts can never load them), and visible folders without a manif
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from qwen3tts_cli import catalog, hub, hub_repos
+from qwen3tts_cli.convert.converter import pid_alive
 from qwen3tts_cli.convert.manifest import Manifest
 from qwen3tts_cli.errors import Qwen3TTSError
 
@@ -86,21 +86,11 @@ def _newest_mtime(path: Path) -> float:
     return max(times)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _dead_temp(path: Path) -> bool:
     for mark in _TMP_MARKS:
         if mark in path.name:
             pid = path.name.rsplit(mark, 1)[-1]
-            return not pid.isdigit() or not _pid_alive(int(pid))
+            return not pid.isdigit() or not pid_alive(int(pid))
     return False
 
 

@@ -301,7 +301,9 @@ class CountLine:
     enabled: bool
     interval: float = 0.1
     _last_draw: float = 0.0
-    _drawn: bool = False
+
+    def __post_init__(self) -> None:
+        self._status = StatusLine(self.enabled)
 
     @classmethod
     def for_terminal(cls, label: str, quiet: bool) -> CountLine:
@@ -313,15 +315,10 @@ class CountLine:
         if not self.enabled or (1 < done < total and now - self._last_draw < self.interval):
             return
         self._last_draw = now
-        sys.stderr.write(f"\r{self.label}: tensor {done} of {total}\x1b[K")
-        sys.stderr.flush()
-        self._drawn = True
+        self._status.show(f"{self.label}: tensor {done} of {total}")
 
     def clear(self) -> None:
-        if self._drawn:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self._drawn = False
+        self._status.clear()
 
 
 def download_messages(quiet: bool) -> Any:

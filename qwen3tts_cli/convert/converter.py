@@ -53,7 +53,7 @@ class _TensorCount:
         self.report(self.total, self.total)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,7 +67,7 @@ def _remove_stale_temp_folders(dst: Path) -> None:
     """Drop temp folders of conversions that were killed (their process is gone)."""
     for leftover in dst.parent.glob(f".{dst.name}{_TMP_MARK}*"):
         pid_text = leftover.name.rsplit(_TMP_MARK, 1)[-1]
-        if not pid_text.isdigit() or not _pid_alive(int(pid_text)):
+        if not pid_text.isdigit() or not pid_alive(int(pid_text)):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
