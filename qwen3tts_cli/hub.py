@@ -399,21 +399,20 @@ def pull_model(
         if revision and not ref.revision:
             ref = hub_repos.RepoRef(ref.repo, revision, ref.quant)
         return _resolve_ref(ref, cache=cache, offline=offline, force=force, token=token, say=say).path
-    entry = catalog.get(name)
-    catalog.check_quant(quant)
-    path, _manifest = _pull(
-        entry,
+    catalog.get(name)  # only catalog names here (never a folder): the unknown-name error lists them
+    resolved = resolve_model(
+        name,
         quant,
         cache=cache,
         revision=revision,
         offline=offline,
         force=force,
+        progress=say,
         convert=convert,
-        say=say,
         convert_locally=convert_locally,
         token=token,
     )
-    return path
+    return resolved.path
 
 
 # ---- converted repos (hf:OWNER/NAME) ---------------------------------------------------------------------

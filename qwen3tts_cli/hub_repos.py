@@ -34,6 +34,7 @@ from qwen3tts_cli.convert.manifest import (
     Manifest,
     sha256_file,
 )
+from qwen3tts_cli.disk_space import gigabytes, require_free_space
 from qwen3tts_cli.errors import Qwen3TTSError
 
 HF_PREFIX = "hf:"
@@ -182,25 +183,10 @@ def cached_manifest(folder: Path, say: Progress, revision: str | None = None) ->
 
 
 # ---- disk space -------------------------------------------------------------------------------------------
-def free_bytes(path: Path) -> int:
-    """Free space on the disk that holds `path` (or its nearest existing parent)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
-
-
-def gigabytes(num_bytes: int) -> str:
-    return f"{num_bytes / 1e9:.1f} GB" if num_bytes >= 1e8 else f"{num_bytes / 1e6:.1f} MB"
-
-
 def check_free_space(path: Path, needed: int, what: str) -> None:
-    free = free_bytes(path)
-    if needed > free:
-        raise Qwen3TTSError(
-            f"{what} needs {gigabytes(needed)}, {gigabytes(free)} free at {path}",
-            "free some disk space, or point QWEN3TTS_CACHE at a disk with more room",
-        )
+    require_free_space(
+        [(path, needed)], what, "free some disk space, or point QWEN3TTS_CACHE at a disk with more room"
+    )
 
 
 # ---- download ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from qwen3tts_cli.convert.checkpoint import Checkpoint
 from qwen3tts_cli.convert.converter import convert_checkpoint
 from qwen3tts_cli.convert.onnx_graph import GraphBuilder, _field, silu
 from qwen3tts_cli.convert.space import check_free_space, estimate_bytes
+from qwen3tts_cli.disk_space import gigabytes
 from qwen3tts_cli.errors import Qwen3TTSError
 from tests.test_cli import cli_env
 
@@ -92,7 +93,7 @@ def test_too_little_free_space_is_refused_before_writing(
     needed = estimate_bytes(Checkpoint(ckpt), "q8_0")
     with pytest.raises(Qwen3TTSError) as refused:
         convert_checkpoint(ckpt, tmp_path / "out", "q8_0", threads=1)
-    assert refused.value.message == f"converting needs {needed / 1e9:.1f} GB, 0.0 GB free at {tmp_path}"
+    assert refused.value.message == f"converting needs {gigabytes(needed)}, 12.3 MB free at {tmp_path}"
     assert "disk" in refused.value.hint
     assert list(tmp_path.iterdir()) == []  # nothing written, no temporary folder left
 

@@ -14,7 +14,7 @@ from hubserver import LoopbackHub
 from test_cli import cli_env, read_pcm16, run_cli
 from test_hub import FakeConverter
 
-from qwen3tts_cli import catalog, hub, hub_repos, spec
+from qwen3tts_cli import catalog, disk_space, hub, hub_repos, spec
 from qwen3tts_cli.cache_hygiene import collect, find_garbage, verify_cached
 from qwen3tts_cli.convert.manifest import CONVERTER_VERSION, Manifest
 from qwen3tts_cli.errors import Qwen3TTSError
@@ -297,7 +297,7 @@ def test_offline_verified_cache_makes_zero_requests(
 def test_not_enough_disk_space_is_refused_with_the_numbers(
     env: Path, loopback: LoopbackHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hub_repos, "free_bytes", lambda _path: 1_000)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda _path: 1_000)
     with pytest.raises(Qwen3TTSError) as info:
         hub.resolve_model(_ref())
     assert "needs" in info.value.message and "0.0 MB free at" in info.value.message
@@ -482,12 +482,12 @@ def test_official_download_checks_disk_space_first(
         for rel in hub.ALLOW_PATTERNS
         if (source_checkpoint / rel).is_file()
     )
-    monkeypatch.setattr(hub_repos, "free_bytes", lambda _path: needed - 1)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda _path: needed - 1)
     with pytest.raises(Qwen3TTSError) as info:
         hub.pull_model("0.6b-custom", convert=FakeConverter())
     assert f"needs {hub_repos.gigabytes(needed)}" in info.value.message and "free at" in info.value.message
     assert not any(r.method == "GET" and "/resolve/" in r.path for r in loopback.requests)
-    monkeypatch.setattr(hub_repos, "free_bytes", lambda _path: needed)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda _path: needed)
     hub.verify_model(hub.pull_model("0.6b-custom", convert=FakeConverter()))
 
 

@@ -7,8 +7,6 @@ quantized, the spooled ONNX initializers of the graph being built), plus a margi
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,8 +17,8 @@ from qwen3tts_cli.convert.checkpoint import Checkpoint
 from qwen3tts_cli.convert.lm import predictor_plan, table_sources, talker_plan
 from qwen3tts_cli.convert.quantize import LLAMA_FTYPES
 from qwen3tts_cli.convert.safetensors import SafetensorsFile
+from qwen3tts_cli.disk_space import require_free_space
 from qwen3tts_cli.engine import tables as table_names
-from qwen3tts_cli.errors import Qwen3TTSError
 
 # bytes per weight of the LM GGUFs (upper bounds: the *_k_m mixes keep some tensors at 6 bits, norms f32)
 GGUF_BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.1, "q8_0": 1.07, "q5_k_m": 0.76, "q4_k_m": 0.66, "q4_0": 0.6}
@@ -67,26 +65,8 @@ def estimate_bytes(ckpt: Checkpoint, quant: str) -> int:
     return int(peak * _MARGIN) + _SLACK
 
 
-def gigabytes(count: int) -> str:
-    return f"{count / 1e9:.1f} GB"
-
-
 def check_free_space(needs: Iterable[tuple[Path, int]]) -> None:
-    """Raise when a folder's filesystem has less free space than the bytes asked of it.
-
-    `needs` are (folder, bytes) pairs; folders on the same filesystem add up, so an output folder and a
-    temporary folder on one disk are checked together.
-    """
-    by_device: dict[int, tuple[Path, int]] = {}
-    for folder, count in needs:
-        folder = Path(folder)
-        device = os.stat(folder).st_dev
-        first, total = by_device.get(device, (folder, 0))
-        by_device[device] = (first, total + count)
-    for folder, total in by_device.values():
-        free = shutil.disk_usage(folder).free
-        if free < total:
-            raise Qwen3TTSError(
-                f"converting needs {gigabytes(total)}, {gigabytes(free)} free at {folder}",
-                "free some disk space, or convert into a folder on a disk with more room",
-            )
+    """Raise when the output's disk (and any other folder's, summed per disk) lacks the bytes asked of it."""
+    require_free_space(
+        needs, "converting", "free some disk space, or convert into a folder on a disk with more room"
+    )
