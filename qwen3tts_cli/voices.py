@@ -60,6 +60,7 @@ import numpy as np
 
 from qwen3tts_cli import __version__
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import replace_file
 from qwen3tts_cli.spec import CODEBOOK_SIZE, DIALECT_IDS, LANGUAGE_IDS, NUM_CODE_GROUPS, SAMPLE_RATE
 
 PACK_FORMAT = "qwen3tts-voice"
@@ -459,7 +460,7 @@ def _atomic_write_text(target: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, 0o644)
-        os.replace(temp_name, target)
+        replace_file(temp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)

@@ -32,6 +32,7 @@ from qwen3tts_cli.cli.common import (
     status,
     usage_error,
 )
+from qwen3tts_cli.platform_compat import stop_signals
 
 API_KEY_ENV = "QWEN3TTS_API_KEY"
 SERVER_EXTRA = 'pip install "qwen3tts-cli[server]"'
@@ -210,7 +211,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     previous = {
         sig: signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
-        for sig in (signal.SIGTERM, signal.SIGINT)
+        for sig in (*stop_signals(), signal.SIGINT)
     }
     try:
         if wyoming:
