@@ -30,8 +30,19 @@ LOCK_FILE_NAME = ".qwen3tts.lock"  # Windows folder locks: msvcrt locks a byte o
 _UTF_CODECS = frozenset({"utf-8", "utf-16", "utf-32", "utf-8-sig"})
 
 
+# device names Windows gives every folder: `nul.json` or `con.wav` is the device, not a file
+WINDOWS_RESERVED_NAMES = frozenset(
+    {"con", "prn", "aux", "nul"} | {f"{p}{d}" for p in ("com", "lpt") for d in "123456789"}
+)
+
+
 def is_windows() -> bool:
     return sys.platform == "win32"
+
+
+def is_reserved_file_name(name: str) -> bool:
+    """Whether a file name is a Windows device whatever its extension (`NUL`, `com1.wav`, `Con .json`)."""
+    return name.split(".")[0].strip().lower() in WINDOWS_RESERVED_NAMES
 
 
 def replace_file(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:

@@ -382,3 +382,28 @@ def test_stdout_wav_without_fcntl_keeps_unknown_sizes(
     np.testing.assert_array_equal(
         sf.read(str(tmp_path / "windows.wav"))[0], sf.read(str(tmp_path / "posix.wav"))[0]
     )
+
+
+# ---- names and addresses Windows does not have ----------------------------------------------------------
+@pytest.mark.parametrize("name", ["con", "NUL", "com1", "Aux.v2", "lpt9"])
+def test_voice_names_that_are_windows_devices_are_refused(name: str, tmp_path: Path) -> None:
+    library = VoiceLibrary(tmp_path)
+    with pytest.raises(Qwen3TTSError, match="reserved device name on Windows"):
+        library.save(_voice(name))
+    (tmp_path / f"{name}.json").write_text("{}", encoding="utf-8")  # copied in from elsewhere: not listed
+    library.save(_voice("console"))  # a name that only starts like one is fine
+    assert library.names() == ["console"] and [e.name for e in library.entries()] == ["console"]
+
+
+def test_wyoming_unix_socket_on_windows_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from qwen3tts_cli.cli.app import run
+
+    monkeypatch.setattr(platform_compat, "is_windows", lambda: True)
+    code = run(["serve", "--no-http", "--wyoming", f"unix://{tmp_path}/s", "--model-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == (
+        "error: --wyoming unix://... is not available on Windows (use tcp://127.0.0.1:10200)"
+    )

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from qwen3tts_cli import platform_compat
 from qwen3tts_cli.cli.common import (
     CodecDeviceOption,
     DeviceOption,
@@ -138,6 +139,10 @@ def serve(
     """Serve the model to many clients at once: OpenAI speech API, Qwen-TTS service API, Wyoming."""
     if no_http and not wyoming:
         raise usage_error("--no-http leaves nothing to serve", "add --wyoming tcp://127.0.0.1:10200")
+    if (
+        wyoming and wyoming.startswith("unix://") and platform_compat.is_windows()
+    ):  # asyncio has no Unix sockets there
+        raise usage_error("--wyoming unix://... is not available on Windows", "use tcp://127.0.0.1:10200")
     devices = device_choice(device, gpu_layers, codec_device)
     _require_server_extra(bool(wyoming))
     from qwen3tts_cli import catalog, spec
