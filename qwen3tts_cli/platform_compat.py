@@ -26,6 +26,7 @@ REPLACE_RETRY_SECONDS = 2.0
 _PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 _STILL_ACTIVE = 259
 _ERROR_ACCESS_DENIED = 5
+_ENABLE_VIRTUAL_TERMINAL_PROCESSING = 0x0004
 LOCK_FILE_NAME = ".qwen3tts.lock"  # Windows folder locks: msvcrt locks a byte of this file in the folder
 _UTF_CODECS = frozenset({"utf-8", "utf-16", "utf-32", "utf-8-sig"})
 
@@ -95,6 +96,8 @@ def _kernel32() -> tuple[Any, Callable[[], int]]:
     kernel32.OpenProcess.argtypes = (ctypes.c_ulong, ctypes.c_int, ctypes.c_ulong)
     kernel32.GetExitCodeProcess.argtypes = (ctypes.c_void_p, ctypes.POINTER(ctypes.c_ulong))
     kernel32.CloseHandle.argtypes = (ctypes.c_void_p,)
+    kernel32.GetConsoleMode.argtypes = (ctypes.c_void_p, ctypes.POINTER(ctypes.c_ulong))
+    kernel32.SetConsoleMode.argtypes = (ctypes.c_void_p, ctypes.c_ulong)
     return kernel32, ctypes.get_last_error  # type: ignore[attr-defined]
 
 
@@ -122,6 +125,31 @@ def stop_signals() -> list[int]:
     which Python raises as SIGBREAK.
     """
     return [signal.SIGTERM, *([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])]  # type: ignore[attr-defined]
+
+
+def enable_terminal_escapes(stream: TextIO) -> bool:
+    """Whether `stream` interprets ANSI escapes (the status lines' `\\x1b[K`), turning that on where needed.
+
+    A Windows console shows them as text unless virtual-terminal processing is on for its handle (Windows
+    10 and later can; Windows Terminal has it on already). POSIX terminals always interpret them.
+    """
+    if not is_windows():
+        return True
+    try:
+        import msvcrt
+
+        handle = msvcrt.get_osfhandle(stream.fileno())
+    except (ImportError, AttributeError, OSError, ValueError):
+        return False
+    import ctypes
+
+    kernel32, _ = _kernel32()
+    mode = ctypes.c_ulong(0)
+    if not kernel32.GetConsoleMode(handle, ctypes.byref(mode)):
+        return False  # not a console (a pipe, a file)
+    if mode.value & _ENABLE_VIRTUAL_TERMINAL_PROCESSING:
+        return True
+    return bool(kernel32.SetConsoleMode(handle, mode.value | _ENABLE_VIRTUAL_TERMINAL_PROCESSING))
 
 
 class LockedError(Exception):

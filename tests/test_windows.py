@@ -338,6 +338,47 @@ def test_console_streams_changed_only_when_they_cannot_encode() -> None:
     assert cp1252.buffer.getvalue() == b"voice ??????\n"  # type: ignore[attr-defined]
 
 
+class FakeConsole:
+    """GetConsoleMode/SetConsoleMode of a console handle (any other handle is not a console)."""
+
+    def __init__(self, console: int, mode: int, settable: bool = True) -> None:
+        self.console, self.mode, self.settable = console, mode, settable
+
+    def GetConsoleMode(self, handle: int, mode_ref) -> int:  # noqa: N802 (the Win32 name)
+        if handle != self.console:
+            return 0
+        mode_ref._obj.value = self.mode
+        return 1
+
+    def SetConsoleMode(self, handle: int, mode: int) -> int:  # noqa: N802
+        if handle != self.console or not self.settable:
+            return 0
+        self.mode = mode
+        return 1
+
+
+def test_status_line_escapes_turned_on_for_a_windows_console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulate(monkeypatch, "msvcrt")
+    monkeypatch.setattr(platform_compat, "is_windows", lambda: True)
+    with open(tmp_path / "console", "w", encoding="utf-8") as console, open(tmp_path / "file", "w") as file:
+        legacy = FakeConsole(
+            windows_sim.HANDLE_BASE + console.fileno(), mode=0x0003
+        )  # processed + wrap, no VT
+        monkeypatch.setattr(platform_compat, "_kernel32", lambda: (legacy, lambda: 0))
+        assert platform_compat.enable_terminal_escapes(console) and legacy.mode == 0x0007
+        assert not platform_compat.enable_terminal_escapes(file)  # a redirected stream: not a console
+        old = FakeConsole(
+            windows_sim.HANDLE_BASE + console.fileno(), mode=0x0003, settable=False
+        )  # before Windows 10
+        monkeypatch.setattr(platform_compat, "_kernel32", lambda: (old, lambda: 0))
+        assert not platform_compat.enable_terminal_escapes(console) and old.mode == 0x0003
+        assert not platform_compat.enable_terminal_escapes(io.StringIO())  # no file descriptor
+    monkeypatch.setattr(platform_compat, "is_windows", lambda: False)
+    assert platform_compat.enable_terminal_escapes(io.StringIO())  # POSIX terminals: always
+
+
 # ---- Ctrl-Break: Windows' polite stop -------------------------------------------------------------------
 def test_ctrl_break_unwinds_like_sigterm(converted: Callable[..., Path], tmp_path: Path) -> None:  # noqa: F811
     model = converted(spec.KIND_CUSTOM_VOICE)

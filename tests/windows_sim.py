@@ -24,6 +24,7 @@ import types
 from typing import Any
 
 LK_UNLCK, LK_LOCK, LK_NBLCK, LK_RLCK, LK_NBRLCK = 0, 1, 2, 3, 4  # the values of Windows' msvcrt
+HANDLE_BASE = 1000  # fake Win32 handle of descriptor fd: HANDLE_BASE + fd
 NO_PREAD_NAMES = ("pread", "sendfile", "posix_fadvise")
 
 
@@ -56,7 +57,12 @@ def fake_msvcrt() -> types.ModuleType:
             raise OSError(errno.EDEADLK, "Resource deadlock avoided") from None  # what msvcrt raises
         held[region] = fd
 
+    def get_osfhandle(fd: int) -> int:
+        os.fstat(fd)  # OSError for a closed descriptor, as the real one
+        return HANDLE_BASE + fd
+
     module.locking = locking  # type: ignore[attr-defined]
+    module.get_osfhandle = get_osfhandle  # type: ignore[attr-defined]
     module.held = held  # type: ignore[attr-defined]  # for tests: which regions are locked now
     return module
 

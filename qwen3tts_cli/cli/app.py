@@ -33,7 +33,7 @@ from qwen3tts_cli.cli.manage import convert, languages, models_app, speakers, vo
 from qwen3tts_cli.cli.say import say
 from qwen3tts_cli.cli.serve import serve
 from qwen3tts_cli.errors import Qwen3TTSError
-from qwen3tts_cli.platform_compat import stop_signals, tolerate_console_encoding
+from qwen3tts_cli.platform_compat import enable_terminal_escapes, stop_signals, tolerate_console_encoding
 
 PROG = "qwen3tts"
 DEBUG_FLAG = "--debug"
@@ -166,6 +166,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line; returns the exit code (tests call this in-process)."""
     args, debug = split_debug(sys.argv[1:] if argv is None else argv)
     tolerate_console_encoding(sys.stdout, sys.stderr)  # a cp1252 console must not crash on Chinese text
+    if getattr(sys.stderr, "isatty", lambda: False)():
+        enable_terminal_escapes(sys.stderr)  # Windows consoles: the status lines' escapes, not text
     command = typer.main.get_command(app)
     try:
         with warnings.catch_warnings(), _terminal_signals():  # both restored afterwards (in-process use)
