@@ -53,9 +53,9 @@ def run_simulated(features: str, args: list[str | Path], env: dict[str, str], **
 
 # ---- no os.pread / os.sendfile / os.posix_fadvise ------------------------------------------------------
 def test_conversion_and_table_lookups_without_pread_are_byte_identical(
-    tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    checkpoint_factory: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = tiny_checkpoints[spec.KIND_BASE]
+    source = checkpoint_factory(spec.KIND_BASE, "tiny")
     normal = converter.convert_checkpoint(source, tmp_path / "posix", "f32")
     normal_tables = Tables(normal / "tables.safetensors")
     rows = min(table.shape[0] for table in normal_tables._embeddings)
