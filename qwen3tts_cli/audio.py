@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import replace_file
 from qwen3tts_cli.spec import SAMPLE_RATE
 
 
@@ -375,7 +376,7 @@ class AtomicAudioFileWriter:
         with open(self._temp_path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(self._temp_path, _mode_for_new_file(self.path))
-        os.replace(self._temp_path, self.path)
+        replace_file(self._temp_path, self.path)
         self._temp_path = None
 
     def _discard(self) -> None:

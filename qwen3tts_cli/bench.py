@@ -131,7 +131,7 @@ def _own_cpu_seconds() -> float:
 def _loadavg() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
+    except (AttributeError, OSError):  # Windows has no load average
         return None
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen3tts_cli import catalog, hub, hub_repos
-from qwen3tts_cli.convert.converter import pid_alive
 from qwen3tts_cli.convert.manifest import Manifest
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import pid_alive
 
 _TMP_MARKS = (".tmp-", ".old-")  # the converter's temp and replaced folders: `.<quant>.tmp-<pid>`
 

@@ -36,6 +36,7 @@ from qwen3tts_cli.convert.manifest import (
 )
 from qwen3tts_cli.disk_space import gigabytes, require_free_space
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import replace_file
 
 HF_PREFIX = "hf:"
 ORIGIN_NAME = "origin.json"  # written beside the manifest; never part of it, never published
@@ -110,7 +111,7 @@ def _update_origin(folder: Path, **changes: Any) -> None:
 def _write_origin_data(folder: Path, data: dict[str, Any]) -> None:
     tmp = folder / f".{ORIGIN_NAME}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / ORIGIN_NAME)
+    replace_file(tmp, folder / ORIGIN_NAME)
 
 
 def read_origin(folder: Path) -> dict[str, Any]:
@@ -390,7 +391,7 @@ def pull_converted(
     )
     if dst.exists():
         shutil.rmtree(dst)
-    os.replace(folder, dst)
+    replace_file(folder, dst)
     shutil.rmtree(staging / ".cache" / "huggingface" / "download" / quant, ignore_errors=True)
     return manifest
 

@@ -60,6 +60,7 @@ import numpy as np
 
 from qwen3tts_cli import __version__
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import is_reserved_file_name, replace_file
 from qwen3tts_cli.spec import CODEBOOK_SIZE, DIALECT_IDS, LANGUAGE_IDS, NUM_CODE_GROUPS, SAMPLE_RATE
 
 PACK_FORMAT = "qwen3tts-voice"
@@ -253,6 +254,10 @@ def validate_name(name: str) -> str:
             f"invalid voice name {name!r}",
             "use 1-64 letters, digits, '.', '-', '_' or spaces, starting with a letter or digit "
             "(no '/' or '\\')",
+        )
+    if is_reserved_file_name(name):  # the library must open the same files on every system
+        raise Qwen3TTSError(
+            f"invalid voice name {name!r}: a reserved device name on Windows", "choose another name"
         )
     return name
 
@@ -459,7 +464,7 @@ def _atomic_write_text(target: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, 0o644)
-        os.replace(temp_name, target)
+        replace_file(temp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
@@ -501,7 +506,9 @@ class VoiceLibrary:
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name[: -len(PACK_SUFFIX)] for p in self.root.glob(f"*{PACK_SUFFIX}") if _NAME.match(p.stem)
+            p.name[: -len(PACK_SUFFIX)]
+            for p in self.root.glob(f"*{PACK_SUFFIX}")
+            if _NAME.match(p.stem) and not is_reserved_file_name(p.stem)
         )
 
     def entries(self) -> Iterator[VoiceEntry]:

@@ -10,13 +10,13 @@ package (it adds the repo root to sys.path).
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from qwen3tts_cli.bench import peak_rss_mb  # noqa: E402  (stdlib only; None where it cannot be read)
 from qwen3tts_cli.convert.converter import DEFAULT_QUANT, convert_checkpoint  # noqa: E402
 from qwen3tts_cli.convert.quantize import QUANT_TYPES  # noqa: E402
 from qwen3tts_cli.errors import Qwen3TTSError  # noqa: E402
@@ -62,12 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written (run again to convert)", file=sys.stderr)
         return 130
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mb()  # None on Windows (no /proc, no resource module)
     if not args.quiet:
-        print(
-            f"converted {args.checkpoint} -> {out} in {time.perf_counter() - started:.1f} s,"
-            f" peak RSS {peak_mib:.0f} MiB"
-        )
+        peak = "" if peak_mib is None else f", peak RSS {peak_mib:.0f} MiB"
+        print(f"converted {args.checkpoint} -> {out} in {time.perf_counter() - started:.1f} s{peak}")
     return 0
 
 

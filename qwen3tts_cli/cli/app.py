@@ -5,9 +5,9 @@
     qwen3tts say --voice me -f chapter.txt -o chapter.flac
 
 Every failure the user can fix is one line on stderr, `error: <message> (<hint>)`, and a non-zero exit code
-(1; 2 for a wrong command line; 130 after Ctrl-C, 143 after SIGTERM). `--debug` (anywhere on the command
-line, or QWEN3TTS_DEBUG=1) adds the traceback. Library warnings print as `warning: ...` lines. Each command
-lives in its own module of this package (see __init__.py).
+(1; 2 for a wrong command line; 130 after Ctrl-C, 143 after SIGTERM or, on Windows, Ctrl-Break). `--debug`
+(anywhere on the command line, or QWEN3TTS_DEBUG=1) adds the traceback. Library warnings print as
+`warning: ...` lines. Each command lives in its own module of this package (see __init__.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from qwen3tts_cli.cli.manage import convert, languages, models_app, speakers, vo
 from qwen3tts_cli.cli.say import say
 from qwen3tts_cli.cli.serve import serve
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import enable_terminal_escapes, stop_signals, tolerate_console_encoding
 
 PROG = "qwen3tts"
 DEBUG_FLAG = "--debug"
@@ -109,20 +110,23 @@ def split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
 
 @contextmanager
 def _terminal_signals() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C (temporary files removed, nothing half-written), exit code 143."""
+    """SIGTERM (SIGBREAK) unwinds like Ctrl-C (temporary files removed, nothing half-written), exit 143."""
 
     def terminate(_signum: int, _frame: Any) -> None:
         raise SystemExit(EXIT_TERMINATED)
 
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, terminate)
+        for sig in stop_signals():
+            previous[sig] = signal.signal(sig, terminate)
     except ValueError:  # not the main thread (an embedding application): leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _is_command_line_error(exc: BaseException) -> bool:
@@ -161,6 +165,9 @@ def _interrupted() -> int:
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line; returns the exit code (tests call this in-process)."""
     args, debug = split_debug(sys.argv[1:] if argv is None else argv)
+    tolerate_console_encoding(sys.stdout, sys.stderr)  # a cp1252 console must not crash on Chinese text
+    if getattr(sys.stderr, "isatty", lambda: False)():
+        enable_terminal_escapes(sys.stderr)  # Windows consoles: the status lines' escapes, not text
     command = typer.main.get_command(app)
     try:
         with warnings.catch_warnings(), _terminal_signals():  # both restored afterwards (in-process use)

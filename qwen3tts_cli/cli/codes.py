@@ -22,6 +22,7 @@ from typing import IO
 import numpy as np
 
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import replace_file
 from qwen3tts_cli.spec import NUM_CODE_GROUPS
 
 CODES_SUFFIXES = (".npy", ".npz")
@@ -85,7 +86,7 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], object]) -> None:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         os.chmod(name, _new_file_mode())
-        os.replace(name, target)
+        replace_file(name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)

@@ -18,6 +18,7 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import can_encode
 
 # ---- reusable options -----------------------------------------------------------------------------------
 ModelOption = Annotated[
@@ -160,8 +161,13 @@ def status(message: str) -> None:
 
 
 def print_json(document: Any, *, stream: TextIO | None = None, indent: int | None = 2) -> None:
+    """JSON as UTF-8 text; on a stream whose encoding cannot hold it (a cp1252 Windows pipe) as \\u escapes,
+    which every JSON reader decodes to the same text ('?' replacements would change the data)."""
+    out = stream or sys.stdout
     text = json.dumps(document, indent=indent, ensure_ascii=False, default=str)
-    print(text, file=stream or sys.stdout, flush=True)
+    if not can_encode(out, text):
+        text = json.dumps(document, indent=indent, ensure_ascii=True, default=str)
+    print(text, file=out, flush=True)
 
 
 def error_line(exc: Qwen3TTSError) -> str:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from qwen3tts_cli import platform_compat
 from qwen3tts_cli.cli.common import (
     CodecDeviceOption,
     DeviceOption,
@@ -32,6 +33,7 @@ from qwen3tts_cli.cli.common import (
     status,
     usage_error,
 )
+from qwen3tts_cli.platform_compat import stop_signals
 
 API_KEY_ENV = "QWEN3TTS_API_KEY"
 SERVER_EXTRA = 'pip install "qwen3tts-cli[server]"'
@@ -137,6 +139,10 @@ def serve(
     """Serve the model to many clients at once: OpenAI speech API, Qwen-TTS service API, Wyoming."""
     if no_http and not wyoming:
         raise usage_error("--no-http leaves nothing to serve", "add --wyoming tcp://127.0.0.1:10200")
+    if (
+        wyoming and wyoming.startswith("unix://") and platform_compat.is_windows()
+    ):  # asyncio has no Unix sockets there
+        raise usage_error("--wyoming unix://... is not available on Windows", "use tcp://127.0.0.1:10200")
     devices = device_choice(device, gpu_layers, codec_device)
     _require_server_extra(bool(wyoming))
     from qwen3tts_cli import catalog, spec
@@ -210,7 +216,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     previous = {
         sig: signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
-        for sig in (signal.SIGTERM, signal.SIGINT)
+        for sig in (*stop_signals(), signal.SIGINT)
     }
     try:
         if wyoming:

@@ -22,6 +22,7 @@ from qwen3tts_cli.convert.space import check_free_space, estimate_bytes
 from qwen3tts_cli.convert.speaker import write_speaker_onnx
 from qwen3tts_cli.convert.tokenizer import write_tokenizer_json
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import pid_alive, replace_file
 
 DEFAULT_QUANT = "q8_0"
 CODEC_PRECISIONS = ("fp32",)
@@ -51,16 +52,6 @@ class _TensorCount:
 
     def finish(self) -> None:
         self.report(self.total, self.total)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_stale_temp_folders(dst: Path) -> None:
@@ -178,9 +169,9 @@ def _write_all(ckpt: Checkpoint, out: Path, quant: str, threads: int, say: Progr
 def _publish(tmp: Path, dst: Path) -> None:
     """Move the finished folder into place; an existing one is replaced only after the new one is whole."""
     if not dst.exists():
-        os.replace(tmp, dst)
+        replace_file(tmp, dst)
         return
     old = dst.parent / f".{dst.name}.old-{os.getpid()}"
-    os.replace(dst, old)
-    os.replace(tmp, dst)
+    replace_file(dst, old)
+    replace_file(tmp, dst)
     shutil.rmtree(old, ignore_errors=True)

@@ -34,6 +34,7 @@ from qwen3tts_cli.errors import Qwen3TTSError
 from qwen3tts_cli.longform.concurrent import Job, synthesize_all
 from qwen3tts_cli.longform.lists import MERGED, ListLine
 from qwen3tts_cli.longform.manifest import Manifest, sha256_file
+from qwen3tts_cli.platform_compat import LockedError, exclusive_folder_lock
 from qwen3tts_cli.spec import SAMPLE_RATE
 
 if TYPE_CHECKING:
@@ -261,23 +262,14 @@ def _run_locked(
 
 @contextlib.contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
-    """One batch run per output folder at a time (an advisory lock on the folder itself; POSIX only)."""
+    """One batch run per output folder at a time (an advisory lock: flock on POSIX, msvcrt on Windows)."""
     try:
-        import fcntl
-    except ImportError:  # Windows: no lock
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise Qwen3TTSError(
-                f"another batch run is writing to {folder}", "wait for it to finish, or use another --out-dir"
-            ) from None
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+        with exclusive_folder_lock(folder):
+            yield
+    except LockedError:
+        raise Qwen3TTSError(
+            f"another batch run is writing to {folder}", "wait for it to finish, or use another --out-dir"
+        ) from None
 
 
 def remove_stale_parts(folder: Path) -> list[Path]:

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from qwen3tts_cli.tts import TTS
 
 
+_POLL_SECONDS = 0.25
+
+
 @dataclass(frozen=True)
 class Job:
     key: Hashable
@@ -85,7 +88,8 @@ def synthesize_all(tts: TTS, jobs: Sequence[Job], width: int) -> Iterator[Done]:
             while pending and len(running) < max(1, width):
                 job = pending.pop()
                 running[pool.submit(streams.run, tts, job)] = job
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            # bounded: on Windows (Python < 3.14) a blocking wait does not see Ctrl-C until a line ends
+            finished, _ = wait(running, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
             for future in finished:
                 job = running.pop(future)
                 error = future.exception()

@@ -34,6 +34,7 @@ from typing import Any
 
 from qwen3tts_cli import catalog
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import is_reserved_file_name
 
 MAX_LIST_BYTES = 32 << 20
 MAX_NAME_BYTES = 200
@@ -46,7 +47,6 @@ SHORT, ZIPVOICE, MERGED, SPLIT, JSON_LINE = "short", "zipvoice", "zipvoice-merge
 
 _MARKER = re.compile(r"\[\s*[Ss]\d{1,3}\s*\]")
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"|?*/\\]')
-_RESERVED = {"con", "prn", "aux", "nul"} | {f"{p}{d}" for p in ("com", "lpt") for d in "123456789"}
 _JSON_STRINGS = (
     "name",
     "text",
@@ -442,7 +442,7 @@ def output_name(raw: str) -> str:
         raise ValueError(f'unsafe name {raw!r}: no path separators, control characters or <>:"|?*')
     if name.endswith((" ", ".")):
         raise ValueError(f"unsafe name {raw!r}: it may not end with a space or a dot")
-    if name.split(".")[0].strip().lower() in _RESERVED:
+    if is_reserved_file_name(name):
         raise ValueError(f"unsafe name {raw!r}: a reserved device name on Windows")
     try:
         size = len(name.encode("utf-8"))

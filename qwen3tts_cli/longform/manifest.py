@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from qwen3tts_cli.platform_compat import replace_file
+
 MANIFEST_NAME = "manifest.jsonl"
 IDENTITY_KEYS = ("text", "voice", "options", "model")
 
@@ -85,7 +87,7 @@ class Manifest:
                     handle.write((json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode())
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temp, self.path)
+            replace_file(temp, self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from qwen3tts_cli.errors import Qwen3TTSError
+from qwen3tts_cli.platform_compat import replace_file
 
 MAX_PEAK = 0.99
 
@@ -123,7 +124,7 @@ def atomic_write_text(target: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(name, target)
+        replace_file(name, target)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
