@@ -207,14 +207,18 @@ class LlamaModel:
         if extra_bufts is None:
             extra_bufts = not has_amx()
         fields: dict[str, Any] = {"n_gpu_layers": self.options.n_gpu_layers, "use_extra_bufts": extra_bufts}
-        devices = None
+        # the devices llama.cpp may use (NULL-terminated): on a GPU only the one asked for, not every GPU the
+        # build sees; on the CPU none, or a GPU build would still ship prompt batches to a GPU ("op
+        # offload"): `--device cpu` would then wait for a device it was told not to use
+        devices: Any = (ctypes.c_void_p * 2)(None, None)
         if self.options.n_gpu_layers != 0 and self.options.device:
             from qwen3tts_cli.engine.devices import ggml_device_handle
 
-            handle = ggml_device_handle(self.options.device)
-            if handle is not None:  # only this device, not every GPU the build sees (NULL-terminated)
-                devices = (ctypes.c_void_p * 2)(handle, None)
-                fields["devices"] = ctypes.cast(devices, ctypes.c_void_p)
+            devices[0] = ggml_device_handle(self.options.device)
+            if devices[0] is None:  # not found by name: llama.cpp's own choice of GPUs
+                devices = None
+        if devices is not None:
+            fields["devices"] = ctypes.cast(devices, ctypes.c_void_p)
         _set_fields(params, fields)
         self._model = lib.llama_model_load_from_file(str(self.path).encode(), params)
         del devices  # llama.cpp copied the list while loading
@@ -247,6 +251,7 @@ class LlamaModel:
                 "type_k": opts.kv_type_id(),
                 "type_v": opts.kv_type_id(),
                 "no_perf": True,
+                "op_offload": opts.n_gpu_layers != 0,  # CPU placement: never ship batches to a GPU
             },
         )
         self._ctx = lib.llama_init_from_model(self._model, params)
