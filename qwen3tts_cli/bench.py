@@ -1146,6 +1146,10 @@ def _split_table(data: dict[str, Any]) -> list[str]:
         q: e.get("single", {}).get("per_frame_ms", {}).get("prefill_per_piece")
         for q, e in data["ours"].items()
     }
+    for label, record in _peer_records(data):  # the peers that time their prompt apart
+        peer_prefill = (record or {}).get("single", {}).get("per_frame_ms", {}).get("prefill_per_piece")
+        if peer_prefill is not None:
+            prefill[label] = peer_prefill
     lines += [
         "",
         "Prompt prefill (ms, once per piece): " + ", ".join(f"{q} {_fmt(v, 0)}" for q, v in prefill.items()),

@@ -109,7 +109,7 @@ def _record(rtf: float, stages: dict[str, float], frames: int = 10, first: float
 
 
 def _data(ours_rtf: float, qwentts: dict) -> dict:
-    ours = _record(ours_rtf, dict.fromkeys(bench.STAGES, 0.01))
+    ours = _record(ours_rtf, dict.fromkeys((*bench.STAGES, "prefill"), 0.01))
     return {
         "config": {
             "kind": "custom_voice",
@@ -132,7 +132,7 @@ def _data(ours_rtf: float, qwentts: dict) -> dict:
 
 def test_a_qwentts_measurement_gets_its_rows_and_ratio() -> None:
     peer = _record(
-        1.5, {"prefill": 0.01, "talker": 0.04, "predictor": 0.05, "sampling": 0.001, "decoder": 0.02}
+        1.5, {"prefill": 0.02, "talker": 0.04, "predictor": 0.05, "sampling": 0.001, "decoder": 0.02}
     )
     peer["precision"] = "Q8_0 (talker, predictor, codec; norms + RVQ F32, convs F16)"
     markdown = bench.render_markdown(_data(0.5, {"q8_0": peer}))
@@ -144,9 +144,10 @@ def test_a_qwentts_measurement_gets_its_rows_and_ratio() -> None:
     assert ours.rstrip(" |").endswith("3.00× faster")  # the last column: vs qwentts.cpp
     row = next(line for line in lines if line.startswith("| qwentts.cpp q8_0 |"))
     assert row.count("|") == header.count("|")
-    assert "| Q8_0 (talker, predictor, codec; norms + RVQ F32, convs F16) | 1.50 (1.50) | 200 ms | 1000 MiB |" in row
+    assert f"| {peer['precision']} | 1.50 (1.50) | 200 ms | 1000 MiB |" in row
     split = next(line for line in lines if line.startswith("| qwentts.cpp q8_0 | 40"))
     assert split.split(" | ")[1:6] == ["40.0", "50.0", "–", "1.0", "20.0"]  # talker, predictor, heads, ...
+    assert "Prompt prefill (ms, once per piece): q8_0 100, qwentts.cpp q8_0 200" in markdown
 
 
 def test_a_slower_ours_and_a_column_that_did_not_run() -> None:
