@@ -8,7 +8,9 @@ Each configuration goes through `qwen3tts_cli.bench.run_benchmark` (the same cod
 Peers are used when their interpreters exist: the official code from --official-python (default
 /work/refenv/bin/python), vox-tts from --vox-python (default /work/voxenv/bin/python; create it with
 benchmarks/setup_vox.sh), upstream llama.cpp's own Qwen3-TTS pipeline from --llama-cpp-source (default
-~/.cache/qwen3tts/llama.cpp-source; create it with benchmarks/setup_upstream.sh). The conversion of the
+~/.cache/qwen3tts/llama.cpp-source; create it with benchmarks/setup_upstream.sh), qwentts.cpp from
+--qwentts-python (default /work/qwenttsenv/bin/python) with --qwentts-source (default
+~/.cache/qwen3tts/qwentts.cpp-source; both from benchmarks/setup_qwentts.sh). The conversion of the
 0.6B checkpoint by scripts/convert_gguf.py is timed with `/usr/bin/time -v` when that tool exists. Before
 each configuration the script waits (up to --wait-quiet seconds) for the 1-minute load average to fall
 below --quiet-load, so numbers are taken on a quiet machine when one can be had; the load actually seen
@@ -89,6 +91,13 @@ def main() -> int:
         default=Path.home() / ".cache" / "qwen3tts" / "llama.cpp-source",
         help="llama.cpp source tree for the upstream column (benchmarks/setup_upstream.sh makes it)",
     )
+    parser.add_argument(
+        "--qwentts-source",
+        type=Path,
+        default=Path.home() / ".cache" / "qwen3tts" / "qwentts.cpp-source",
+        help="qwentts.cpp source tree for its column (benchmarks/setup_qwentts.sh builds its quantizer)",
+    )
+    parser.add_argument("--qwentts-python", type=Path, default=Path("/work/qwenttsenv/bin/python"))
     parser.add_argument("--quiet-load", type=float, default=0.5, help="wait for a load average below this")
     parser.add_argument("--wait-quiet", type=float, default=600, help="seconds to wait for a quiet machine")
     parser.add_argument(
@@ -125,6 +134,8 @@ def main() -> int:
             official_python=peer(args.official_python),
             vox_python=peer(args.vox_python),
             llama_cpp_source=peer(args.llama_cpp_source),
+            qwentts_source=peer(args.qwentts_source),
+            qwentts_python=peer(args.qwentts_python),
             peers=not args.no_peers,
             tag=args.tag,
             blas_threads=args.blas_threads,

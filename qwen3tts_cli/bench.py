@@ -2,9 +2,9 @@
 
 Random weights never stop on their own, so every run generates a fixed number of frames. Each configuration
 is measured in a fresh subprocess (`python -m qwen3tts_cli.bench ours ...`), so its peak RSS is its own and
-one configuration's caches do not warm the next. Peers (the official PyTorch code, vox-tts, and upstream
-llama.cpp's own Qwen3-TTS pipeline) run the same random weights through driver scripts in `benchmarks/`,
-each in its own interpreter.
+one configuration's caches do not warm the next. Peers (the official PyTorch code, vox-tts, upstream
+llama.cpp's own Qwen3-TTS pipeline and qwentts.cpp) run the same random weights through driver scripts in
+`benchmarks/`, each in its own interpreter.
 
 The machine is shared, so every measurement records how many cores OTHER processes used while it ran
 (/proc/stat minus our own CPU time) and the load average: noisy numbers are visible as such.
@@ -47,6 +47,8 @@ LONG_TEXT = (  # eight sentences, seven pieces: at 56 frames each, 31.4 s of spe
     "By the time they reached the city, the clouds had begun to lift."
 )
 QUANT_TO_VOX = {"q8_0": ("bf16", "q8"), "q4_k_m": ("bf16", "q4"), "q4_0": ("bf16", "q4"), "f16": ("f16", "")}
+# qwentts.cpp's types for ours (its quantizer has k-quants and Q8_0 but no Q4_0, and BF16 as its 16-bit type)
+QUANT_TO_QWENTTS = {"f32": "F32", "f16": "BF16", "q8_0": "Q8_0", "q5_k_m": "Q5_K_M", "q4_k_m": "Q4_K_M"}
 Say = Callable[[str], None]
 
 
@@ -73,6 +75,10 @@ class BenchConfig:
     # a llama.cpp source tree (the one llama-cpp-python was built from) whose converter makes the GGUFs of
     # upstream's own Qwen3-TTS pipeline (arch qwen3tts + mtmd); None: no llama.cpp column
     llama_cpp_source: Path | None = None
+    # a qwentts.cpp source tree (convert.py + its built quantizer, see benchmarks/setup_qwentts.sh) and a
+    # Python with its CPU wheel (realtimetts-qwen-native-cpu) and the converter's torch; None: no column
+    qwentts_source: Path | None = None
+    qwentts_python: Path | None = None
     peers: bool = True  # False: measure ours only, even where peers are installed
     peers_every_quant: bool = True
     tag: str = ""
@@ -701,7 +707,19 @@ def benchmarks_dir() -> Path | None:
 
 
 # what a peer driver imports: with these installed here, this interpreter runs the peer by itself
-PEER_MODULES = {"official": ("torch", "qwen_tts"), "vox": ("vox",), "upstream": ("llama_cpp",)}
+PEER_MODULES = {
+    "official": ("torch", "qwen_tts"),
+    "vox": ("vox",),
+    "upstream": ("llama_cpp",),
+    "qwentts": ("qwentts_cpp_cpu", "torch", "safetensors", "gguf"),  # the wheel + what convert.py imports
+}
+# where a missing peer comes from
+PEER_HINTS = {
+    "official": "install torch + qwen-tts here, or pass --official-python",
+    "vox": "install vox-tts here, or pass --vox-python; see benchmarks/setup_vox.sh",
+    "upstream": "install llama-cpp-python here",
+    "qwentts": "pass --qwentts-python; see benchmarks/setup_qwentts.sh",
+}
 
 
 def peer_python(name: str, given: Path | None) -> Path | None:
@@ -719,7 +737,7 @@ def peer_python(name: str, given: Path | None) -> Path | None:
 def run_peer(name: str, python: Path | None, args: list[str], say: Say, timeout: float = 7200) -> dict:
     """Run a peer driver script from benchmarks/ in its own interpreter; a missing peer says so."""
     if python is None:
-        return {"status": "not installed (install it here, or pass --official-python / --vox-python)"}
+        return {"status": f"not installed ({PEER_HINTS.get(name, 'install it here')})"}
     if not Path(python).exists():
         return {"status": f"not installed ({python} does not exist)"}
     folder = benchmarks_dir()
@@ -773,6 +791,7 @@ def run_benchmark(config: BenchConfig, say: Say = lambda _line: None) -> BenchRe
         "official": None,
         "vox": {},
         "upstream": {},
+        "qwentts": {},
     }
     from qwen3tts_cli import __version__
 
@@ -820,6 +839,7 @@ def run_benchmark(config: BenchConfig, say: Say = lambda _line: None) -> BenchRe
             "vox", peer_python("vox", config.vox_python), args + _peer_common_args(config, threads), say
         )
     data["upstream"] = _run_upstream(config, workdir, threads, say)
+    data["qwentts"] = _run_qwentts(config, workdir, checkpoint, threads, say)
     data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return write_report(data, Path(config.out), config.tag)
 
@@ -851,6 +871,43 @@ def _run_upstream(config: BenchConfig, workdir: Path, threads: int, say: Say) ->
         records[quant] = run_peer(
             "upstream", peer_python("upstream", None), args + _peer_common_args(config, threads), say
         )
+    return records
+
+
+def _run_qwentts(
+    config: BenchConfig, workdir: Path, checkpoint: Path, threads: int, say: Say
+) -> dict[str, Any]:
+    """qwentts.cpp at each quant on the same checkpoint as ours, converted by its own convert.py and
+    quantizer from the local source tree (cached under workdir/qwentts), timed by benchmarks/qwentts_driver.py
+    in the interpreter that has its CPU wheel."""
+    quants = config.quants if config.peers_every_quant else config.quants[:1]
+    source = Path(config.qwentts_source).expanduser() if config.qwentts_source else None
+    if source is None:
+        reason = "pass --qwentts-source; see benchmarks/setup_qwentts.sh"
+    elif not (source / "convert.py").is_file():
+        reason = f"no convert.py in {source}; make it with benchmarks/setup_qwentts.sh"
+    else:
+        reason = ""
+    records: dict[str, Any] = {}
+    for quant in quants:
+        qtype = QUANT_TO_QWENTTS.get(quant)
+        if reason:
+            records[quant] = {"status": f"not run ({reason})"}
+        elif qtype is None:
+            formats = ", ".join(sorted(set(QUANT_TO_QWENTTS.values())))
+            records[quant] = {"status": f"not run (qwentts.cpp has no {quant}; it has {formats})"}
+        elif qtype != "F32" and not (source / "build" / "quantize").is_file():
+            hint = "build it with benchmarks/setup_qwentts.sh"
+            records[quant] = {"status": f"not run (no quantizer in {source}/build; {hint})"}
+        else:
+            args = ["--checkpoint", str(checkpoint), "--qwentts-source", str(source), "--quant", quant]
+            args += ["--gguf-dir", str(workdir / "qwentts")]
+            records[quant] = run_peer(
+                "qwentts",
+                peer_python("qwentts", config.qwentts_python),
+                args + _peer_common_args(config, threads),
+                say,
+            )
     return records
 
 
@@ -984,12 +1041,13 @@ def render_markdown(data: dict[str, Any]) -> str:
         " are repeated (up to twice the repeats) and left out of the numbers, but kept in the JSON.",
         "",
         "| engine | precision | RTF | first audio | peak RSS | long text RTF | other cores"
-        " | vs official | vs vox | vs llama.cpp |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | vs official | vs vox | vs llama.cpp | vs qwentts.cpp |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     official_rtf = _peer_rtf(data.get("official"))
     for quant, entry in data["ours"].items():
-        lines.append(_our_row(quant, entry, official_rtf, data.get("vox", {}), data.get("upstream", {})))
+        peers = {name: data.get(name) or {} for name in ("vox", "upstream", "qwentts")}
+        lines.append(_our_row(quant, entry, official_rtf, peers))
     for name, record in _peer_records(data):
         lines.append(_peer_row(name, record))
     lines += ["", "## Where the time goes (ms per frame)", ""]
@@ -1010,19 +1068,17 @@ def _peer_records(data: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None
     peers: list[tuple[str, dict[str, Any] | None]] = [("official (PyTorch fp32)", data.get("official"))]
     peers += [(f"vox-tts {label}", record) for label, record in data.get("vox", {}).items()]
     peers += [(f"llama.cpp qwen3tts+mtmd {q}", record) for q, record in (data.get("upstream") or {}).items()]
+    peers += [(f"qwentts.cpp {q}", record) for q, record in (data.get("qwentts") or {}).items()]
     return peers
 
 
 def _our_row(
-    quant: str,
-    entry: dict[str, Any],
-    official_rtf: float | None,
-    vox: dict[str, Any],
-    upstream: dict[str, Any],
+    quant: str, entry: dict[str, Any], official_rtf: float | None, peers: dict[str, dict[str, Any]]
 ) -> str:
+    """Our row; `peers` holds the per-precision records of vox, upstream and qwentts."""
     single = entry.get("single")
     if not single:
-        return f"| qwen3tts | {quant} | {entry.get('status')} | | | | | | | |"
+        return f"| qwen3tts | {quant} | {entry.get('status')} | | | | | | | | |"
     rtf = single["rtf"]
     long = entry.get("long")
     long_rtf = "–"
@@ -1031,13 +1087,16 @@ def _our_row(
             f"{_fmt(long['rtf']['median'])} ({long['pieces']} pieces, {long['audio_seconds']:.1f} s,"
             f" batch {long.get('batch', 1)}, {_fmt(entry.get('long_peak_rss_mb'), 0, ' MiB')})"
         )
-    vox_rtf = _peer_rtf(vox.get(_vox_label(quant)))
+    vox_rtf = _peer_rtf(peers["vox"].get(_vox_label(quant)))
+    upstream_rtf = _peer_rtf(peers["upstream"].get(quant))
+    qwentts_rtf = _peer_rtf(peers["qwentts"].get(quant))
     return (
         f"| qwen3tts | {quant} | {_fmt(rtf['median'])} ({_fmt(rtf['min'])}) |"
         f" {_fmt(1000 * single['first_audio_seconds']['median'], 0, ' ms')} |"
         f" {_fmt(entry.get('peak_rss_mb'), 0, ' MiB')} | {long_rtf} |"
         f" {_quietness(single)} | {_ratio(official_rtf, rtf['median'])} |"
-        f" {_ratio(vox_rtf, rtf['median'])} | {_ratio(_peer_rtf(upstream.get(quant)), rtf['median'])} |"
+        f" {_ratio(vox_rtf, rtf['median'])} | {_ratio(upstream_rtf, rtf['median'])} |"
+        f" {_ratio(qwentts_rtf, rtf['median'])} |"
     )
 
 
@@ -1050,7 +1109,7 @@ def _quietness(single: dict[str, Any]) -> str:
 def _peer_row(name: str, record: dict[str, Any] | None) -> str:
     if not record or record.get("status") != "ok":
         status = (record or {}).get("status", "not run")
-        return f"| {name} | | {status} | | | | | | | |"
+        return f"| {name} | | {status} | | | | | | | | |"
     single = record["single"]
     rtf = single["rtf"]
     return (
@@ -1058,7 +1117,7 @@ def _peer_row(name: str, record: dict[str, Any] | None) -> str:
         f" {_fmt(1000 * single['first_audio_seconds']['median'], 0, ' ms')}"
         f"{'' if record.get('streaming', True) else ' (no streaming)'} |"
         f" {_fmt(record.get('peak_rss_mb'), 0, ' MiB')} | – |"
-        f" {_quietness(single)} | | | |"
+        f" {_quietness(single)} | | | | |"
     )
 
 
@@ -1087,6 +1146,10 @@ def _split_table(data: dict[str, Any]) -> list[str]:
         q: e.get("single", {}).get("per_frame_ms", {}).get("prefill_per_piece")
         for q, e in data["ours"].items()
     }
+    for label, record in _peer_records(data):  # the peers that time their prompt apart
+        peer_prefill = (record or {}).get("single", {}).get("per_frame_ms", {}).get("prefill_per_piece")
+        if peer_prefill is not None:
+            prefill[label] = peer_prefill
     lines += [
         "",
         "Prompt prefill (ms, once per piece): " + ", ".join(f"{q} {_fmt(v, 0)}" for q, v in prefill.items()),

@@ -100,6 +100,8 @@ def test_missing_peers_are_reported(report: bench.BenchReport) -> None:
     assert "official (PyTorch fp32) | | not installed" in markdown
     assert report.data["upstream"]["q8_0"]["status"].startswith("not run (pass --llama-cpp-source")
     assert "llama.cpp qwen3tts+mtmd q8_0 | | not run" in markdown
+    assert report.data["qwentts"]["q8_0"]["status"].startswith("not run (pass --qwentts-source")
+    assert "| qwentts.cpp q8_0 | | not run" in markdown
     assert "## Where the time goes" in markdown
 
 
@@ -145,7 +147,8 @@ def test_an_upstream_measurement_gets_its_rows_and_ratio(report: bench.BenchRepo
     data["upstream"] = {"q8_0": _peer_record(rtf=ours * 3)}
     markdown = bench.render_markdown(data)
     our_row = next(line for line in markdown.splitlines() if line.startswith("| qwen3tts | q8_0 |"))
-    assert our_row.rstrip(" |").endswith("3.00× faster")  # the last column: vs llama.cpp
+    assert our_row.split(" | ")[-2] == "3.00× faster"  # vs llama.cpp (then vs qwentts.cpp: not run)
+    assert our_row.rstrip(" |").endswith("–")
     assert "| llama.cpp qwen3tts+mtmd q8_0 | q8_0 (talker; mmproj q8_0) |" in markdown
     assert "(no streaming)" in markdown
     split = next(

@@ -56,11 +56,26 @@ def bench(
             "of upstream's own Qwen3-TTS pipeline (needs --official-python's torch); its column."
         ),
     ] = None,
+    qwentts_source: Annotated[
+        Path | None,
+        typer.Option(
+            help="A qwentts.cpp source tree with its built quantizer (benchmarks/setup_qwentts.sh): its "
+            "convert.py and quantizer make the GGUFs of the qwentts.cpp column."
+        ),
+    ] = None,
+    qwentts_python: Annotated[
+        Path | None,
+        typer.Option(
+            help="A Python with realtimetts-qwen-native-cpu and torch (default: this one if it has them): "
+            "runs the qwentts.cpp column."
+        ),
+    ] = None,
     peers: Annotated[
         bool, typer.Option(help="Measure the peers where installed (--no-peers: ours only).")
     ] = True,
     peers_every_quant: Annotated[
-        bool, typer.Option(help="Run vox and llama.cpp at every quant (vox: q8_0->q8, q4_k_m->q4), not once.")
+        bool,
+        typer.Option(help="Run the vox, llama.cpp and qwentts.cpp columns at every quant, not once."),
     ] = True,
     blas_threads: Annotated[
         int | None, typer.Option(min=1, help="numpy BLAS threads in the measured process (default: inherit).")
@@ -100,6 +115,8 @@ def bench(
         official_python=official_python,
         vox_python=vox_python,
         llama_cpp_source=llama_cpp_source,
+        qwentts_source=qwentts_source,
+        qwentts_python=qwentts_python,
         peers=peers,
         peers_every_quant=peers_every_quant,
         tag=tag,
