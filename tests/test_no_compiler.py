@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
 from hubserver import LoopbackHub
 from test_cli import cli_env, read_pcm16, run_cli
+from test_cli import hub_server as hub_server  # noqa: F401  (the loopback hub with 0.6b-custom, shared)
 
-from qwen3tts_cli import catalog, spec
+from qwen3tts_cli import spec
 
 BUILD_TOOLS = ("cc", "gcc", "g++", "c++", "clang", "clang++", "cmake", "ninja", "make", "cl", "nvcc", "glslc")
 
@@ -37,17 +36,9 @@ def _trap_build_tools(folder: Path, log: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def hub(checkpoint_factory: Callable[..., Path]) -> Iterator[LoopbackHub]:
-    server = LoopbackHub().start()
-    server.add_repo(catalog.CATALOG["0.6b-custom"].repo, checkpoint_factory(spec.KIND_CUSTOM_VOICE))
-    yield server
-    server.stop()
-
-
-def test_first_run_and_doctor_use_no_build_tool(hub: LoopbackHub, tmp_path: Path) -> None:
+def test_first_run_and_doctor_use_no_build_tool(hub_server: LoopbackHub, tmp_path: Path) -> None:
     log = tmp_path / "build-tools.log"
-    env = cli_env(tmp_path, HF_ENDPOINT=hub.url, **_trap_build_tools(tmp_path / "traps", log))
+    env = cli_env(tmp_path, HF_ENDPOINT=hub_server.url, **_trap_build_tools(tmp_path / "traps", log))
     del env["HF_HUB_OFFLINE"]
     # the trap works: a tool found on this PATH is ours and it records the call
     assert os.system(f'PATH="{env["PATH"]}" cc --version >/dev/null 2>&1') != 0 and log.is_file()
