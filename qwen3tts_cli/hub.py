@@ -211,7 +211,7 @@ def _download_error(exc: Exception, name: str, repo: str, offline: bool) -> Qwen
         RevisionNotFoundError,
     )
 
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    endpoint = hub_repos.endpoint_url()
     if isinstance(exc, LocalEntryNotFoundError) and offline:
         return Qwen3TTSError(
             f"model {name} ({repo}) is not downloaded yet and downloads are disabled (HF_HUB_OFFLINE)",

@@ -268,6 +268,11 @@ def _endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
+def endpoint_url() -> str:
+    """The hub that downloads go to, for messages: HF_ENDPOINT, else huggingface-hub's default."""
+    return _endpoint() or "https://huggingface.co"
+
+
 def _hub_error(exc: Exception, repo: str, quant: str | None = None) -> Qwen3TTSError:
     from huggingface_hub.utils import (
         EntryNotFoundError,
@@ -278,7 +283,7 @@ def _hub_error(exc: Exception, repo: str, quant: str | None = None) -> Qwen3TTSE
         RevisionNotFoundError,
     )
 
-    endpoint = _endpoint() or "https://huggingface.co"
+    endpoint = endpoint_url()
     if isinstance(exc, EntryNotFoundError):
         return Qwen3TTSError(
             f"{repo} has no {quant} folder ({quant}/{MANIFEST_NAME} is missing)",

@@ -136,7 +136,7 @@ def _threads() -> dict[str, Any]:
 
 
 def _paths() -> dict[str, Any]:
-    from qwen3tts_cli import hub
+    from qwen3tts_cli import hub, hub_repos
     from qwen3tts_cli.voices import default_voices_dir
 
     return {
@@ -144,7 +144,7 @@ def _paths() -> dict[str, Any]:
         "hf_cache": str(hub.hf_cache_dir()),
         "voices": str(default_voices_dir()),
         "offline": hub.offline_mode(),
-        "hf_endpoint": os.environ.get("HF_ENDPOINT") or "https://huggingface.co",
+        "hf_endpoint": hub_repos.endpoint_url(),
     }
 
 

@@ -214,13 +214,7 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
         if name not in self._entries:
             raise KeyError(name)
         stored, begin, end = self._stored(name)
-        arr = self._pread(begin, end, stored).reshape(self._entries[name]["shape"])
-        kind = self._entries[name]["dtype"]
-        if kind == "BF16":
-            return bf16_to_f32(arr)
-        if kind in ("F16", "F64"):
-            return arr.astype(np.float32)
-        return arr
+        return self._widened(name, self._pread(begin, end, stored).reshape(self._entries[name]["shape"]))
 
     def raw_blocks(self, name: str, block_bytes: int = 1 << 24) -> Iterator[bytes]:
         """The stored bytes of tensor `name`, read from the file in blocks of at most `block_bytes`."""
@@ -237,7 +231,10 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
         """Float tensors as float32 (bf16/f16 widened exactly), integer tensors as stored."""
         if name not in self._entries:
             raise KeyError(name)
-        arr = self.raw(name)
+        return self._widened(name, self.raw(name))
+
+    def _widened(self, name: str, arr: np.ndarray) -> np.ndarray:
+        """Stored values of tensor `name` as read/load return them: floats as float32, integers as stored."""
         kind = self._entries[name]["dtype"]
         if kind == "BF16":
             return bf16_to_f32(arr)
